@@ -1,0 +1,5 @@
+import sys
+
+from nkstream.cli import main
+
+sys.exit(main())

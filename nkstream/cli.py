@@ -1,0 +1,71 @@
+"""`nkstream` command line.
+
+One module per subcommand in nkstream/commands/, each with `add_parser(subparsers)`
+returning its parser and `run(args) -> int`.  Exit codes (DESIGN.md): 0 success,
+2 bad usage (argparse), 1 runtime error with a one-line message on stderr.
+"""
+import argparse
+import importlib
+import sys
+
+from . import __version__
+
+# (subcommand, module) in the order `nkstream --help` lists them.
+COMMANDS = [
+    ("classify", "nkstream.commands.classify"),
+    ("decode", "nkstream.commands.decode"),
+    ("lookup", "nkstream.commands.lookup"),
+    ("report", "nkstream.commands.report"),
+    ("run", "nkstream.commands.run"),
+    ("ifaces", "nkstream.commands.ifaces"),
+    ("bench", "nkstream.commands.bench"),
+    ("verify", "nkstream.commands.verify"),
+]
+
+
+class UserError(Exception):
+    """A runtime error to report as one line on stderr with exit status 1."""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="nkstream",
+        description="Streaming packet classifier: who watched networks talk to, and how.",
+    )
+    parser.add_argument("--version", action="version", version=f"nkstream {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, modname in COMMANDS:
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            if exc.name == modname:  # subcommand not part of this build
+                continue
+            raise
+        p = mod.add_parser(sub)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `nkstream decode big.pcap | head`: the reader went away; not an error.
+        try:
+            sys.stdout = None
+        except Exception:
+            pass
+        return 0
+    except (UserError, OSError, ValueError) as exc:
+        msg = str(exc) or exc.__class__.__name__
+        print(f"nkstream {args.command}: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Build the native core.
+
+One build-wide Cython directive policy (see DIRECTIVES): bounds checks and negative
+indexing off, C division on.  ``NKSTREAM_DEBUG=1`` turns the checks back on and builds
+without optimisation, so the whole test suite can run against a checked build.
+
+``nkstream._pcap`` (the libpcap engine and BPF compiler) is built only where libpcap's
+headers are present (Debian: ``libpcap-dev``); the core itself needs nothing but a C
+compiler, so ``pip install .`` works on a bare machine.
+"""
+import os
+import sys
+import sysconfig
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("NKSTREAM_DEBUG", "") not in ("", "0")
+
+DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": not DEBUG,
+    "embedsignature": True,
+}
+
+if DEBUG:
+    cflags = ["-O0", "-g", "-UNDEBUG", "-DNKSTREAM_DEBUG=1"]
+else:
+    cflags = ["-O3", "-DNDEBUG"]
+cflags += ["-Wno-unused-function", "-Wno-unreachable-code", "-fno-strict-aliasing"]
+macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+
+
+def have_libpcap():
+    if os.environ.get("NKSTREAM_NO_PCAP"):
+        return False
+    incdirs = [sysconfig.get_config_var("INCLUDEDIR") or "", "/usr/include", "/usr/local/include"]
+    return any(os.path.exists(os.path.join(d, "pcap", "pcap.h")) for d in incdirs if d)
+
+
+extensions = [
+    Extension(
+        "nkstream._core",
+        ["nkstream/_core.pyx"],
+        include_dirs=[numpy.get_include(), "nkstream"],
+        extra_compile_args=cflags,
+        define_macros=macros,
+    )
+]
+if have_libpcap() and os.path.exists(os.path.join("nkstream", "_pcap.pyx")):
+    extensions.append(
+        Extension(
+            "nkstream._pcap",
+            ["nkstream/_pcap.pyx"],
+            include_dirs=[numpy.get_include(), "nkstream"],
+            libraries=["pcap"],
+            extra_compile_args=cflags,
+            define_macros=macros,
+        )
+    )
+else:
+    sys.stderr.write("nkstream: libpcap headers not found; building without the libpcap engine (nkstream._pcap)\n")
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives=DIRECTIVES,
+        include_path=["nkstream"],
+        annotate=os.environ.get("NKSTREAM_ANNOTATE", "") not in ("", "0"),
+        force=DEBUG,
+    ),
+)
