@@ -1,7 +1,10 @@
 """Hypothesis: the decoder never crashes, its counts add up, a cut packet never
 reports a field it could not have read, and it agrees with the pure-Python reference
 (nkstream/reference_decode.py) on random and real packets."""
+import ctypes
 import functools
+import mmap
+import pathlib
 import random
 
 import numpy as np
@@ -158,3 +161,64 @@ def test_whole_corpus_counts_add_up():
         assert sum(counts.values()) == len(pkts), path.name
         total += len(pkts)
     assert total > 20000
+
+
+class GuardedFrame:
+    """A page whose end touches a PROT_NONE page: a frame copied to the end of the
+    first page makes any read past its caplen a SIGSEGV, not a silent overread."""
+
+    def __init__(self):
+        page = 1 << 18                 # room for the largest capture record (256 KiB)
+        self.page = page
+        self.m = mmap.mmap(-1, page + mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(self.m))
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        if libc.mprotect(addr + page, mmap.PAGESIZE, 0) != 0:       # PROT_NONE
+            raise OSError(ctypes.get_errno(), "mprotect")
+        self.view = np.frombuffer(self.m, np.uint8, count=page)
+
+    def decode(self, frame, lt):
+        off = self.page - len(frame)
+        self.m[off:self.page] = frame
+        recs = np.zeros(1, REC_DTYPE)
+        recs[0]["off"], recs[0]["caplen"], recs[0]["linktype"] = off, len(frame), lt
+        return decode_columns(self.view, recs)
+
+
+@functools.lru_cache(maxsize=1)
+def guard():
+    return GuardedFrame()
+
+
+def test_no_read_past_caplen_fixtures():
+    g = guard()
+    n = 0
+    for _name, lt, frame in FIXTURES:
+        for keep in range(len(frame) + 1):
+            cols = g.decode(frame[:keep], lt)
+            assert ERROR_NAMES[cols["error"][0]] == reference(frame[:keep], lt)["error"]
+            n += 1
+    assert n > 4000
+
+
+@SETTINGS
+@given(idx=st.integers(0, 10**9), cut=st.floats(0, 1))
+def test_no_read_past_caplen_real_packets(idx, cut):
+    pkts = corpus_packets()
+    lt, frame = pkts[idx % len(pkts)]
+    frame = frame[:int(len(frame) * cut)]
+    cols = guard().decode(frame, lt)
+    assert ERROR_NAMES[cols["error"][0]] == reference(frame, lt)["error"]
+
+
+def test_guard_page_is_armed():
+    """The guard really faults: read its first byte in a child process."""
+    import subprocess
+    import sys
+    code = ("import ctypes, sys; sys.path[:0] = %r; import test_decode_fuzz as t; g = t.guard();"
+            "ctypes.string_at(ctypes.addressof(ctypes.c_char.from_buffer(g.m)) + g.page, 1)"
+            % (sys.path[:3],))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120,
+                         cwd=str(pathlib.Path(__file__).parent))
+    assert res.returncode == -11, res.stderr.decode()[-500:]
