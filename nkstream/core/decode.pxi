@@ -102,6 +102,25 @@ cdef enum:
     PPP_IPV6 = 0x0057
 
 
+cdef extern from *:
+    """
+    /* Hint the frame's first two cache lines into cache ahead of decoding it: a
+       batch walk touches only each frame's headers, scattered over the buffer,
+       which the hardware prefetcher does not follow. */
+    #if defined(__GNUC__) || defined(__clang__)
+    #define NKS_PREFETCH(p) do { __builtin_prefetch((const void*)(p), 0, 3); \
+                                 __builtin_prefetch((const char*)(p) + 64, 0, 3); } while (0)
+    #else
+    #define NKS_PREFETCH(p) ((void)(p))
+    #endif
+    """
+    void NKS_PREFETCH(const void* p) noexcept nogil
+
+# How many records ahead a batch walk prefetches (decode_columns, the pipeline).
+cdef enum:
+    PREFETCH_AHEAD = 16
+
+
 cdef inline uint16_t rd16(const uint8_t* p) noexcept nogil:
     return <uint16_t>((<uint16_t>p[0] << 8) | p[1])
 
@@ -713,6 +732,8 @@ def decode_columns(const uint8_t[::1] data, recs):
     cdef int k
     with nogil:
         for i in range(n):
+            if i + PREFETCH_AHEAD < n:
+                NKS_PREFETCH(base + r[i + PREFETCH_AHEAD].off)
             decode_packet(base + r[i].off, r[i].caplen, r[i].linktype, &p)
             restore_vlan(&r[i], &p)
             c_error[i] = p.error
@@ -734,6 +755,27 @@ def decode_columns(const uint8_t[::1] data, recs):
             c_l4_off[i] = p.l4_off
             c_l4_len[i] = p.l4_len
     return cols
+
+
+def decode_error_counts(const uint8_t[::1] data, recs):
+    """Decode every record of a batch and only count reasons: a uint64 array indexed
+    by error id (index 0 = decoded fully), summing to len(recs).  The decode cost
+    without the column stores of decode_columns() (what the pipeline pays)."""
+    cdef Py_ssize_t nbytes = data.shape[0]
+    check_recs(recs, nbytes)
+    cdef const rec_t* r = <const rec_t*>cnp.PyArray_DATA(<cnp.ndarray>recs)
+    cdef Py_ssize_t n = len(recs), i
+    cdef const uint8_t* base = &data[0] if nbytes > 0 else NULL
+    cdef pkt_t p
+    counts = np.zeros(ERR_COUNT, np.uint64)
+    cdef uint64_t[::1] c = counts
+    with nogil:
+        for i in range(n):
+            if i + PREFETCH_AHEAD < n:
+                NKS_PREFETCH(base + r[i + PREFETCH_AHEAD].off)
+            decode_packet(base + r[i].off, r[i].caplen, r[i].linktype, &p)
+            c[p.error] += 1
+    return counts
 
 
 def _addr_text(int ipver, bytes raw):
