@@ -88,6 +88,7 @@ cdef enum:
     MAX_IPV6_EXT = 8       # IPv6 extension headers; the 9th is ipv6.ext_chain_too_long
     MAX_NFLOG_TLVS = 64
     MAX_GRE_SRES = 16      # RFC 1701 source route entries
+    MAX_DECODE_LEN = 0x40000000  # bytes of a frame the decoder considers (1 GiB)
 
 # EtherTypes (IEEE registry) and PPP protocol numbers (RFC 1661, RFC 5072).
 cdef enum:
@@ -645,6 +646,10 @@ cdef uint16_t decode_packet(const uint8_t* frame, uint32_t caplen, uint32_t link
                             pkt_t* out) noexcept nogil:
     """Decode one frame into *out; returns (and stores) out.error, 0 = fully decoded."""
     memset(out, 0, sizeof(pkt_t))
+    if caplen > MAX_DECODE_LEN:
+        # Only headers are read; bounding the length keeps every `off + n` below
+        # 2**32 (headers add at most a few hundred KiB to an offset).
+        caplen = MAX_DECODE_LEN
     return decode_link(frame, 0, caplen, linktype, 0, out)
 
 
