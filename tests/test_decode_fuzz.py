@@ -214,11 +214,12 @@ def test_no_read_past_caplen_real_packets(idx, cut):
 
 def test_guard_page_is_armed():
     """The guard really faults: read its first byte in a child process."""
+    import os
     import subprocess
     import sys
-    code = ("import ctypes, sys; sys.path[:0] = %r; import test_decode_fuzz as t; g = t.guard();"
-            "ctypes.string_at(ctypes.addressof(ctypes.c_char.from_buffer(g.m)) + g.page, 1)"
-            % (sys.path[:3],))
+    code = ("import ctypes, test_decode_fuzz as t; g = t.guard();"
+            "ctypes.string_at(ctypes.addressof(ctypes.c_char.from_buffer(g.m)) + g.page, 1)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120,
-                         cwd=str(pathlib.Path(__file__).parent))
+                         cwd=str(pathlib.Path(__file__).parent), env=env)
     assert res.returncode == -11, res.stderr.decode()[-500:]
