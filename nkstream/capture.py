@@ -55,6 +55,7 @@ from . import _core
 
 REC_DTYPE = _core.REC_DTYPE
 _W = _core.WALK_STATUS
+_STATUS_NAMES = {v: k for k, v in _W.items()}
 
 DEFAULT_BATCH_PACKETS = 65536
 DEFAULT_CHUNK_SIZE = 8 << 20
@@ -75,18 +76,29 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 
 class CaptureError(Exception):
-    """A damaged or unreadable capture: names the file and the byte offset."""
+    """A damaged or unreadable capture: names the file and the byte offset.
 
-    def __init__(self, path, offset, message):
+    ``kind`` names the damage for programs (a key of ``nkstream._core.WALK_STATUS``
+    such as ``caplen_too_big``, or ``bad_file_magic``, ``pcap_version``, ``empty``,
+    ``short_header``, ``gzip``, ``open``)."""
+
+    def __init__(self, path, offset, message, kind=None):
         super().__init__(path, offset, message)
         self.path = path
         self.offset = offset
         self.message = message
+        self.kind = kind
 
     def __str__(self):
         if self.offset is None:
             return f"{self.path}: {self.message}"
         return f"{self.path}: offset {self.offset}: {self.message}"
+
+
+class CaptureWarning(CaptureError):
+    """A condition reported without stopping: a truncated last record (the packets
+    before it are kept).  Collected in ``Capture.warnings``; ``str()`` has the same
+    ``PATH: offset N: message`` form as CaptureError."""
 
 
 class Batch(NamedTuple):
@@ -194,12 +206,13 @@ class Capture:
             raise ValueError("batch_packets must be at least 1")
         self.path = "<stdin>" if path == "-" else os.fspath(path)
         self.batch_packets = int(batch_packets)
-        self.chunk_size = max(int(chunk_size), 1 << 16)
+        # (tiny chunks are allowed so tests can put chunk boundaries anywhere)
+        self.chunk_size = max(int(chunk_size), 64)
         self.format: Optional[str] = None
         self.compressed = False
         self.linktypes: List[int] = []     # link type of each interface, in definition order
         self.interfaces: List[dict] = []
-        self.warnings: List[str] = []
+        self.warnings: List[CaptureWarning] = []
         self._walker = _core.RecordWalker()
         self._file = None
         self._owns_file = False
@@ -226,7 +239,7 @@ class Capture:
             try:
                 self._file = open(path, "rb", buffering=0)
             except OSError as exc:
-                raise CaptureError(self.path, None, exc.strerror or str(exc)) from None
+                raise CaptureError(self.path, None, exc.strerror or str(exc), "open") from None
             self._owns_file = True
             raw = self._file
             try:
@@ -286,7 +299,7 @@ class Capture:
             try:
                 got = self._stream.readinto(mv[pos:])
             except zlib.error as exc:
-                raise CaptureError(self.path, None, f"gzip data error: {exc}") from None
+                raise CaptureError(self.path, None, f"gzip data error: {exc}", "gzip") from None
             if not got:
                 return pos, True
             pos += got
@@ -298,7 +311,7 @@ class Capture:
         position of the first record."""
         head = bytes(buf[:min(end, 24)])
         if end == 0:
-            raise CaptureError(self.path, 0, "empty file: no pcap or pcapng header")
+            raise CaptureError(self.path, 0, "empty file: no pcap or pcapng header", "empty")
         magic = head[:4]
         if magic == _PCAPNG_MAGIC:
             self.format = "pcapng"
@@ -307,11 +320,13 @@ class Capture:
         if magic in _PCAP_MAGICS:
             big, nsec, hdrlen = _PCAP_MAGICS[magic]
             if end < 24:
-                raise CaptureError(self.path, 0, f"file too short for a pcap header ({end} of 24 bytes)")
+                raise CaptureError(self.path, 0, f"file too short for a pcap header ({end} of 24 bytes)",
+                                   "short_header")
             major, minor, _zone, _sigfigs, snaplen, network = struct.unpack(
                 (">" if big else "<") + "HHiIII", head[4:24])
             if major != 2:
-                raise CaptureError(self.path, 4, f"unsupported pcap version {major}.{minor}")
+                raise CaptureError(self.path, 4, f"unsupported pcap version {major}.{minor}",
+                                   "pcap_version")
             # The link type is the low 16 bits; bits 16-31 carry FCS length information
             # (draft-ietf-opsawg-pcap "LinkType and additional information").
             linktype = network & 0xFFFF
@@ -322,9 +337,10 @@ class Capture:
             self.fcs_bits = (network >> 28) * 16 if network & 0x04000000 else None
             return 24
         if magic[:2] == _GZIP_MAGIC and self.compressed:
-            raise CaptureError(self.path, 0, "gzip stream contains another gzip stream")
+            raise CaptureError(self.path, 0, "gzip stream contains another gzip stream",
+                               "bad_file_magic")
         raise CaptureError(self.path, 0,
-                           f"bad magic 0x{magic.hex() or '(none)'}: not a pcap or pcapng file")
+                           f"bad magic 0x{magic.hex()}: not a pcap or pcapng file", "bad_file_magic")
 
     # -- iteration -----------------------------------------------------------
     def __iter__(self):
@@ -356,9 +372,10 @@ class Capture:
         if status == _W["truncated"]:
             if getattr(self._stream, "cut", False):
                 msg += " (gzip stream ended early)"
-            self.warnings.append(str(CaptureError(self.path, offset, msg)))
+            msg += f"; the {w.packets} packets before it are kept"
+            self.warnings.append(CaptureWarning(self.path, offset, msg, "truncated"))
             return True
-        raise CaptureError(self.path, offset, msg)
+        raise CaptureError(self.path, offset, msg, _STATUS_NAMES.get(status))
 
     def _iter_mmap(self):
         buf, end, _eof, pos = self._first
@@ -402,9 +419,9 @@ class Capture:
             # Carry the unread tail (a record cut by the chunk boundary) into a fresh
             # buffer: batches already handed out keep pointing at the old one.
             tail = end - pos
-            size = max(chunk, tail + (1 << 16))
+            size = max(chunk, tail + 1)
             if status == _W["more"]:
-                size = max(size, int(w.need) + (1 << 16))
+                size = max(size, int(w.need))
             nbuf = np.empty(size, dtype=np.uint8)
             nbuf[:tail] = buf[pos:end]
             file_base += pos

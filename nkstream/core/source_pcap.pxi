@@ -453,7 +453,8 @@ cdef int nkr_pcapng_walk(walk_t* w, const uint8_t* buf, uint64_t buflen, uint64_
                 w.err_val2 = 0
                 rc = WERR_BAD_IFACE
                 break
-            have_fixed = True
+            # (have_fixed stays False: an SPB cut at EOF is always a truncation, as
+            # its captured length is implied by the block length itself.)
             origlen = nkr_rd32(p + 8, big)
             space = blen - 16
             f = &w.ifs[w.if_base]
