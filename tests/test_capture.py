@@ -474,8 +474,10 @@ def pcap_files(draw):
     o = ">" if big else "<"
     for _ in range(draw(st.integers(0, 12))):
         n = draw(st.integers(0, 300))
-        caplen = draw(st.one_of(st.just(n), st.integers(0, 0xFFFFFFFF), st.integers(0, 400)))
-        wirelen = draw(st.one_of(st.just(n), st.integers(0, 0xFFFFFFFF)))
+        how = draw(st.sampled_from(["good"] * 6 + ["any", "near"]))
+        caplen = {"good": n, "any": draw(st.integers(0, 0xFFFFFFFF)),
+                  "near": draw(st.integers(0, 400))}[how]
+        wirelen = draw(st.one_of(st.just(n), st.integers(n, 0xFFFF), st.integers(0, 0xFFFFFFFF)))
         out.append(struct.pack(o + "IIII", draw(st.integers(0, 0xFFFFFFFF)),
                                draw(st.integers(0, 0xFFFFFFFF)), caplen, wirelen))
         out.append(draw(st.binary(min_size=n, max_size=n)))
@@ -486,24 +488,31 @@ def pcap_files(draw):
 
 @st.composite
 def pcapng_files(draw):
-    out = []
-    big = False
+    big = draw(st.booleans())
+    out = [cb.shb(big)]
     nif = 0
+    kinds = ["shb", "idb", "idb", "epb", "epb", "epb", "epb", "spb", "pb", "other", "junk"]
     for _ in range(draw(st.integers(1, 14))):
-        kind = draw(st.sampled_from(["shb", "idb", "epb", "spb", "pb", "other", "junk"]))
-        if kind == "shb" or not out:
+        kind = draw(st.sampled_from(kinds))
+        if kind == "shb":
             big = draw(st.booleans())
             out.append(cb.shb(big))
             nif = 0
-        elif kind == "idb":
-            out.append(cb.idb(draw(st.integers(0, 300)), draw(st.integers(0, 200)),
-                              draw(st.one_of(st.none(), st.integers(0, 255))),
+            continue
+        if kind == "idb" or (nif == 0 and kind in ("epb", "pb", "spb") and draw(st.integers(0, 5))):
+            tsresol = draw(st.sampled_from([None, 0, 3, 6, 9, 0x80 | 10, 0x80 | 40, "any"]))
+            if tsresol == "any":
+                tsresol = draw(st.integers(0, 255))
+            out.append(cb.idb(draw(st.integers(0, 300)), draw(st.integers(0, 200)), tsresol,
                               draw(st.one_of(st.none(), st.integers(-2**40, 2**40))), big))
             nif += 1
-        elif kind in ("epb", "pb"):
+            if kind == "idb":
+                continue
+        if kind in ("epb", "pb"):
             frame = draw(st.binary(max_size=120))
             fn = cb.epb if kind == "epb" else cb.old_pb
-            out.append(fn(draw(st.integers(0, nif + 1)), draw(st.integers(0, 2**64 - 1)), frame,
+            ifid = draw(st.integers(0, nif - 1)) if nif and draw(st.integers(0, 5)) else nif
+            out.append(fn(ifid, draw(st.integers(0, 2**64 - 1)), frame,
                           draw(st.integers(0, 2000)), big))
         elif kind == "spb":
             out.append(cb.spb(draw(st.binary(max_size=120)), draw(st.integers(0, 300)), big))
@@ -513,7 +522,7 @@ def pcapng_files(draw):
         else:
             out.append(draw(st.binary(max_size=40)))
     data = bytearray(b"".join(out))
-    for _ in range(draw(st.integers(0, 3))):          # flip some bytes
+    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2]))):          # flip some bytes
         if data:
             i = draw(st.integers(0, len(data) - 1))
             data[i] = draw(st.integers(0, 255))
