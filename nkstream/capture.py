@@ -59,6 +59,9 @@ _STATUS_NAMES = {v: k for k, v in _W.items()}
 
 DEFAULT_BATCH_PACKETS = 65536
 DEFAULT_CHUNK_SIZE = 8 << 20
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)   # linux/mman.h
+_POPULATE_WINDOW = 32 << 20
+_POPULATE_AHEAD = 96 << 20      # > the bytes of one batch of 65536 full-size frames
 
 # First four bytes of the file -> (big-endian, nanosecond, record header length).
 _PCAP_MAGICS = {
@@ -220,6 +223,7 @@ class Capture:
         self._stream = None
         self._prefix = b""
         self._first = None
+        self._pop_to = 0
         self.fcs_bits = None
         self._iterated = False
         self._closed = False
@@ -377,12 +381,29 @@ class Capture:
             return True
         raise CaptureError(self.path, offset, msg, _STATUS_NAMES.get(status))
 
+    def _populate(self, pos, end):
+        """Map the file's pages ahead of the walker in large windows
+        (MADV_POPULATE_READ, Linux 5.14+): one system call per window instead of a page
+        fault per 64 KiB fault-around region, and the walker's prefetches (which never
+        fault) then find the pages mapped.  Only page-table entries are made; the pages
+        are the page cache's.  Silently off where the kernel lacks it."""
+        while self._pop_to < end and self._pop_to < pos + _POPULATE_AHEAD:
+            length = min(_POPULATE_WINDOW, end - self._pop_to)
+            try:
+                self._mm.madvise(_MADV_POPULATE_READ, self._pop_to, length)
+            except (OSError, ValueError):
+                self._pop_to = end
+                return
+            self._pop_to += length
+
     def _iter_mmap(self):
         buf, end, _eof, pos = self._first
         self._first = None
         w = self._walker
+        self._pop_to = 0
         while True:
             recs = np.empty(self.batch_packets, dtype=REC_DTYPE)
+            self._populate(pos, end)
             n, status = w.walk(buf, pos, recs, pos, True)
             self._harvest_interfaces()
             newpos = w.pos

@@ -200,19 +200,21 @@ def _flow_types():
                  "scontent.xx.fbcdn.net", "occ-0-2433-2430.1.nflxvideo.net", "v16m.tiktokcdn.com"]
     web_sni = ["www.baidu.com", "www.qq.com", "g.alicdn.com", "www.wikipedia.org", "mail.google.com",
                "www.bing.com", "cdn.jsdelivr.net"]
-    tls_bulk_down = [(S2C, MSS, 8), (C2S, 0, 4), (S2C, 600, 1), (C2S, 90, 1)]
+    # Bulk downloads are acknowledged segment by segment (quick ACKs in slow start,
+    # receivers that ACK every segment): as many small ACKs as full-size frames.
+    tls_bulk_down = [(S2C, MSS, 8), (C2S, 0, 8), (S2C, 600, 1), (C2S, 90, 1)]
     # video-gaming
-    add("https", 30.0, L4_TCP, [443], hs + [(C2S, ("tls_ch", video_sni)), (S2C, "tls_sh")],
+    add("https", 29.0, L4_TCP, [443], hs + [(C2S, ("tls_ch", video_sni)), (S2C, "tls_sh")],
         tls_bulk_down, 400, 2.0)
-    add("quic", 25.0, L4_UDP, [443], [(C2S, "quic_initial"), (S2C, "quic_initial")],
-        [(S2C, 1252, 8), (C2S, 40, 3), (S2C, 300, 1)], 400, 2.0)
+    add("quic", 23.5, L4_UDP, [443], [(C2S, "quic_initial"), (S2C, "quic_initial")],
+        [(S2C, 1252, 8), (C2S, 40, 6), (S2C, 300, 1)], 400, 2.0)
     add("rtmp", 5.0, L4_TCP, [1935], hs + [(C2S, "rtmp_c0c1"), (S2C, "rtmp_s0s1")],
         [(C2S, MSS, 6), (S2C, 0, 3), (C2S, 400, 1)], 300, 3.0, v6=False)
-    add("game", 9.5, L4_UDP, [27015, 3074, 7777, 5055, 9000],
+    add("game", 12.0, L4_UDP, [27015, 3074, 7777, 5055, 9000],
         [(C2S, "game")], [(C2S, 60, 4), (S2C, 120, 4), (S2C, 300, 2), (C2S, 32, 2)], 150, 30.0)
     # browsing-email-downloads
     add("https", 9.0, L4_TCP, [443], hs + [(C2S, ("tls_ch", web_sni)), (S2C, "tls_sh")],
-        [(S2C, MSS, 4), (C2S, 0, 4), (S2C, 700, 2), (C2S, 300, 1)], 40, 15.0)
+        [(S2C, MSS, 4), (C2S, 0, 5), (S2C, 700, 2), (C2S, 300, 1)], 40, 15.0)
     add("http", 4.0, L4_TCP, [80], hs + [(C2S, "http_get"), (S2C, "http_ok")],
         [(S2C, MSS, 4), (C2S, 0, 4), (S2C, 500, 1)], 30, 10.0)
     add("dns", 1.0, L4_UDP, [53], [(C2S, "dns_q"), (S2C, "dns_a")], [(C2S, "dns_q", 1), (S2C, "dns_a", 1)],
