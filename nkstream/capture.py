@@ -204,11 +204,13 @@ class _GzipStream:
 class Capture:
     """An open capture; iterate it once for its batches (see the module docstring)."""
 
-    def __init__(self, path, batch_packets=DEFAULT_BATCH_PACKETS, chunk_size=DEFAULT_CHUNK_SIZE):
+    def __init__(self, path, batch_packets=DEFAULT_BATCH_PACKETS, chunk_size=DEFAULT_CHUNK_SIZE,
+                 use_mmap=True):
         if batch_packets < 1:
             raise ValueError("batch_packets must be at least 1")
         self.path = "<stdin>" if path == "-" else os.fspath(path)
         self.batch_packets = int(batch_packets)
+        self.use_mmap = bool(use_mmap)
         # (tiny chunks are allowed so tests can put chunk boundaries anywhere)
         self.chunk_size = max(int(chunk_size), 64)
         self.format: Optional[str] = None
@@ -256,7 +258,7 @@ class Capture:
             self._stream = _GzipStream(raw, head)
             self._begin_stream()
             return
-        if regular and head:
+        if regular and head and self.use_mmap:
             size = os.fstat(self._file.fileno()).st_size
             try:
                 self._mm = mmap.mmap(self._file.fileno(), size, access=mmap.ACCESS_READ)
@@ -420,6 +422,7 @@ class Capture:
         chunk = self.chunk_size
         buf, end, eof, pos = self._first
         self._first = None
+        retired = []
         file_base = 0          # file offset of buf[0]
         while True:
             status = _W["end"]
@@ -443,9 +446,22 @@ class Capture:
             size = max(chunk, tail + 1)
             if status == _W["more"]:
                 size = max(size, int(w.need))
-            nbuf = np.empty(size, dtype=np.uint8)
+            # Reuse a retired chunk that no batch refers to any more (the consumer has
+            # dropped every view of it: only `retired` and this loop hold it), saving the
+            # page faults and zeroing of a fresh allocation; a chunk still referenced is
+            # never written, so batches handed out stay valid.
+            nbuf = None
+            for i in range(len(retired)):
+                if len(retired[i]) >= size and sys.getrefcount(retired[i]) <= 2:
+                    nbuf = retired.pop(i)
+                    break
+            if nbuf is None:
+                nbuf = np.empty(size, dtype=np.uint8)
             nbuf[:tail] = buf[pos:end]
             file_base += pos
+            retired.append(buf)
+            if len(retired) > 3:
+                del retired[0]
             buf = nbuf
             pos = 0
             end, eof = self._fill(buf, tail)
@@ -481,7 +497,8 @@ class Capture:
         return f"<Capture {self.path!r} format={self.format} packets={self._walker.packets}>"
 
 
-def open_capture(path, batch_packets=DEFAULT_BATCH_PACKETS, chunk_size=DEFAULT_CHUNK_SIZE):
+def open_capture(path, batch_packets=DEFAULT_BATCH_PACKETS, chunk_size=DEFAULT_CHUNK_SIZE,
+                 use_mmap=True):
     """Open a pcap / pcapng file (optionally gzip-compressed), or ``'-'`` for stdin.
 
     Returns a :class:`Capture`: iterate it for :class:`Batch` objects; ``.format``,
@@ -489,4 +506,4 @@ def open_capture(path, batch_packets=DEFAULT_BATCH_PACKETS, chunk_size=DEFAULT_C
     :class:`CaptureError` for a file that cannot be opened or is damaged (after every
     good packet before the damage has been yielded).
     """
-    return Capture(path, batch_packets=batch_packets, chunk_size=chunk_size)
+    return Capture(path, batch_packets=batch_packets, chunk_size=chunk_size, use_mmap=use_mmap)

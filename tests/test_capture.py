@@ -307,6 +307,23 @@ def test_stream_chunks_carry_records(tmp_path, corpus_dir, chunk):
         assert cap._mm is None and outcome is None and native == plain
 
 
+@pytest.mark.parametrize("name", ["ndpi__alexa-app.pcapng", "suricata-verify__tor_bl.pcap"])
+def test_chunked_read_of_regular_file_equals_mmap(corpus_dir, name):
+    """use_mmap=False reads a regular file in chunks (retired chunks reused once no
+    batch refers to them): same records, and batches kept by the caller stay intact."""
+    src = corpus_dir / name
+    plain, _, _ = read_native(src)
+    for chunk in (64, 4096, 1 << 16):
+        native, outcome, cap = read_native(src, chunk_size=chunk, use_mmap=False)
+        assert cap._mm is None and outcome is None and native == plain
+    # keep every batch, then check them all after the whole file was read
+    kept = list(open_capture(src, chunk_size=4096, use_mmap=False, batch_packets=50))
+    again = [RefRecord(int(r["ts_ns"]), int(r["caplen"]), int(r["wirelen"]), int(r["linktype"]),
+                       int(r["iface"]), bytes(d[int(r["off"]):int(r["off"]) + int(r["caplen"])]))
+             for d, recs in kept for r in recs]
+    assert again == plain
+
+
 def test_stdin_pipe(corpus_dir):
     src = corpus_dir / "ndpi__teams.pcap"
     code = ("import sys, hashlib; from nkstream.capture import open_capture\n"
