@@ -608,3 +608,51 @@ def test_walker_rejects_bad_arguments():
         w.walk(b"\0" * 32, 40, np.empty(4, _core.REC_DTYPE))
     n, status = w.walk(b"", 0, np.empty(4, _core.REC_DTYPE))
     assert (n, status) == (0, _core.WALK_STATUS["end"])
+
+
+# --- no read past the end of the buffer -----------------------------------------------
+
+def _guarded(data):
+    """A read-only numpy view of `data` whose last byte is followed by an unmapped
+    (PROT_NONE) page: any read past the end faults."""
+    import ctypes
+    import mmap as _mmap
+    page = _mmap.PAGESIZE
+    npages = (len(data) + page - 1) // page + 1
+    region = _mmap.mmap(-1, npages * page)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    base = ctypes.addressof(ctypes.c_char.from_buffer(region))
+    start = (npages - 1) * page - len(data)
+    region[start:start + len(data)] = data
+    assert libc.mprotect(base + (npages - 1) * page, page, 0) == 0      # PROT_NONE
+    arr = np.frombuffer(region, dtype=np.uint8)[start:start + len(data)]
+    return arr, region
+
+
+@pytest.mark.parametrize("name", ["zeek__pcapng-multi-interface.pcapng", "ndpi__quic-v2.pcapng",
+                                  "ndpi__pptp.pcap", "arkime__bigendian.pcap"])
+def test_walkers_never_read_past_the_buffer(corpus_dir, name):
+    data = (corpus_dir / name).read_bytes()[:20000]
+    ng = data[:4] == b"\x0a\x0d\x0d\x0a"
+    recs = np.empty(64, _core.REC_DTYPE)
+    keep = []
+    for cut in sorted(set(range(0, min(len(data), 400))) | set(range(0, len(data), 97))):
+        arr, region = _guarded(data[:cut])
+        w = _core.RecordWalker()
+        if ng:
+            w.set_pcapng()
+            pos = 0
+        else:
+            big = data[:4] == b"\xa1\xb2\xc3\xd4"
+            w.set_pcap(big, False, 16, 1, 65535)
+            pos = min(24, cut)
+        for at_eof in (False, True):
+            p = pos
+            while True:
+                n, status = w.walk(arr, p, recs, p, at_eof)
+                p = w.pos
+                if status != _core.WALK_STATUS["full"]:
+                    break
+        keep.append(region)          # unmapped at the end: views may still exist
+    del keep
