@@ -17,11 +17,12 @@ Two ways of reading, chosen per file:
 - a regular uncompressed file is mmap'd; each batch's ``data`` is a zero-copy view of
   the mapping.  Memory: the page cache, plus one ``batch_packets`` * 32-byte record
   array per batch.
-- a pipe, a gzip stream or anything that cannot be mapped is read in chunks
-  (``chunk_size``, 8 MiB by default) into a fresh buffer per chunk, so batches handed
-  out earlier stay valid; a record cut by a chunk boundary is carried into the next
-  chunk.  Memory: one chunk (grown only to hold a single record or pcapng block that
-  is larger, at most 16 MiB) plus the record array.
+- a pipe, a gzip stream, anything that cannot be mapped, or any file with
+  ``use_mmap=False`` is read in chunks (``chunk_size``, 8 MiB by default); a record cut
+  by a chunk boundary is carried into the next chunk.  A chunk is reused only once no
+  batch refers to it, so batches handed out earlier stay valid.  Memory: the chunks
+  the caller still holds plus at most four others, each ``chunk_size`` (or one record
+  or pcapng block, if larger: at most 16 MiB), plus the record array.
 
 Damage policy (the same for both ways of reading, and independent of where chunk
 boundaries fall):
