@@ -227,6 +227,7 @@ class Capture:
         self._prefix = b""
         self._first = None
         self._pop_to = 0
+        self._recs_pool = []
         self.fcs_bits = None
         self._iterated = False
         self._closed = False
@@ -384,6 +385,23 @@ class Capture:
             return True
         raise CaptureError(self.path, offset, msg, _STATUS_NAMES.get(status))
 
+    def _recs_array(self):
+        """A record array for the next batch: one of the last few whose batches the
+        consumer has dropped (no view of it left), else a new one.  Saves a fresh
+        2 MiB allocation (and its page faults) per batch in the usual loop; an array
+        still referenced by a batch is never reused."""
+        pool = self._recs_pool
+        for i in range(len(pool)):
+            if sys.getrefcount(pool[i]) <= 2:
+                recs = pool.pop(i)
+                break
+        else:
+            recs = np.empty(self.batch_packets, dtype=REC_DTYPE)
+        pool.append(recs)
+        if len(pool) > 4:
+            del pool[0]
+        return recs
+
     def _populate(self, pos, end):
         """Map the file's pages ahead of the walker in large windows
         (MADV_POPULATE_READ, Linux 5.14+): one system call per window instead of a page
@@ -405,7 +423,7 @@ class Capture:
         w = self._walker
         self._pop_to = 0
         while True:
-            recs = np.empty(self.batch_packets, dtype=REC_DTYPE)
+            recs = self._recs_array()
             self._populate(pos, end)
             n, status = w.walk(buf, pos, recs, pos, True)
             self._harvest_interfaces()
@@ -428,7 +446,7 @@ class Capture:
         while True:
             status = _W["end"]
             while True:
-                recs = np.empty(self.batch_packets, dtype=REC_DTYPE)
+                recs = self._recs_array()
                 n, status = w.walk(buf[:end], pos, recs, pos, eof)
                 self._harvest_interfaces()
                 newpos = w.pos
