@@ -9,7 +9,7 @@
 # the SNI.  Nothing is allocated and no Python object is touched per packet.
 #
 # Every candidate verdict is a packed uint32 `prio << 16 | tag`; the highest priority
-# wins, ties go to the candidate found first (payload, SNI, IP protocol, GRE, port,
+# wins, ties go to the candidate found first (payload, SNI, GRE, port, IP protocol,
 # peer-label hint).  rules.py gives each rule class a default priority (payload 200,
 # port/protocol/GRE 100, peer-label hint 50) so that, unless a rule says otherwise,
 # payload signature > port/protocol > peer-label hint > unknown.
@@ -332,8 +332,14 @@ cdef uint16_t tag_packet(const rules_t* r, const pkt_t* p, const uint8_t* frame,
                     # its hint (e.g. youtube -> video) applies to this packet.
                     if sx.label < r.n_hints:
                         best = _better(r.hints[sx.label], best)
+    # More specific before less specific, so that at equal priority the GRE rule
+    # beats the IP protocol 47 rule and a port rule beats its transport's protocol.
+    if f & PF_GRE:
+        for k in range(<int>r.n_gre):
+            if r.gre[k].ver == p.gre_ver and (r.gre[k].any_ptype or r.gre[k].ptype == p.gre_ptype):
+                best = _better(r.gre[k].verdict, best)
+                break
     if f & PF_PROTO:
-        best = _better(r.proto_tab[p.proto], best)
         if f & PF_PORTS:
             tab = NULL
             if p.proto == PROTO_TCP:
@@ -344,11 +350,7 @@ cdef uint16_t tag_packet(const rules_t* r, const pkt_t* p, const uint8_t* frame,
                 tab = r.port_tab[2]
             if tab != NULL:
                 best = _better(_port_pick(tab, p.sport, p.dport), best)
-    if f & PF_GRE:
-        for k in range(<int>r.n_gre):
-            if r.gre[k].ver == p.gre_ver and (r.gre[k].any_ptype or r.gre[k].ptype == p.gre_ptype):
-                best = _better(r.gre[k].verdict, best)
-                break
+        best = _better(r.proto_tab[p.proto], best)
     if peer_label < r.n_hints:
         best = _better(r.hints[peer_label], best)
     return <uint16_t>(best & 0xFFFF)
