@@ -51,7 +51,7 @@ PRIO_GRE = 100
 PRIO_HINT = 50
 
 PROTO_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
-PATTERN_MAX = 32          # nkstream/core/rules.pxi SIG_PAT_MAX
+PATTERN_MAX = 64          # nkstream/core/rules.pxi SIG_PAT_MAX
 OFFSET_MAX = 1500
 WITHIN_MAX = 4096         # nkstream/core/rules.pxi NEEDLE_WINDOW_MAX
 WITHIN_DEFAULT = 512

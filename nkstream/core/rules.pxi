@@ -15,7 +15,7 @@
 # payload signature > port/protocol > peer-label hint > unknown.
 
 cdef enum:
-    SIG_PAT_MAX = 32          # bytes a payload pattern may span (offset excluded)
+    SIG_PAT_MAX = 64          # bytes a payload pattern may span (offset excluded)
     SNI_NAME_MAX = 255        # RFC 1035 limit on a domain name; RFC 6066 HostName
     GRE_RULES_MAX = 16        # GRE rules are looked at only when PF_GRE is set
     NEEDLE_WINDOW_MAX = 4096  # largest `within` a `contains` condition may scan
