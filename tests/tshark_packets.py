@@ -23,7 +23,7 @@ def packets(path):
     """Yield dicts: number, proto, sport, dport, payload (bytes or None), gre_ver,
     gre_ptype, sni (tshark's server name in this frame, or ''), stream."""
     cmd = ["tshark", "-n", "-r", str(path), "-T", "fields", "-E", "separator=\t",
-           "-o", "tcp.desegment_tcp_streams:FALSE"]
+           "-o", "tcp.desegment_tcp_streams:FALSE", "-o", "tcp.analyze_sequence_numbers:FALSE"]
     for f in FIELDS:
         cmd += ["-e", f]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300).stdout
