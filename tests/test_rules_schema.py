@@ -285,3 +285,10 @@ def test_pattern_syntax_compiles_to_the_documented_bytes(tmp_path):
     assert tag_of(r, proto=17, sport=1, dport=2, payload=ok) == "x"
     for bad in (bytes([0xAC, 0, 0xBF, 0x15]), bytes([0xAB, 0, 0x40, 0x15]), bytes([0xAB, 0, 0x80, 0x20]), ok[:3]):
         assert tag_of(r, proto=17, sport=1, dport=2, payload=bad) == "unknown", bad
+
+
+def test_every_default_tag_is_documented():
+    doc = (DEFAULT_RULES.parent.parent.parent / "docs" / "signatures.md").read_text()
+    r = Rules.load()
+    for t, c in zip(r.tags[1:], r.tag_category[1:]):
+        assert f"| `{t}` | {c} |" in doc, t
