@@ -558,3 +558,35 @@ def test_mutated_client_hellos(name, cut, flip_at, flip_to):
     assert got == (None if ref is None else ref.decode("latin-1"))
     f = dict(proto=6, sport=40000, dport=443, payload=hello)
     assert tag_fields(CORE, **f) == REF.tag(**f)
+
+
+def test_tag_columns_equals_tag_fields(corpus_packets):
+    """The bulk entry (used by bench/) gives the per-packet verdicts of tag_fields."""
+    import numpy as np
+    from nkstream._core import tag_columns
+    pk = [d for name in sorted(corpus_packets) for d in corpus_packets[name] if d["gre_ver"] is None]
+    data = bytearray()
+    cols = collections.defaultdict(list)
+    for i, d in enumerate(pk):
+        cols["flags"].append((0x02 if d["proto"] is not None else 0) | (0x04 if d["sport"] is not None else 0)
+                             | (0x80 if d["payload"] is not None else 0))
+        cols["proto"].append(d["proto"] or 0)
+        cols["sport"].append(d["sport"] or 0)
+        cols["dport"].append(d["dport"] or 0)
+        cols["pay_off"].append(len(data))
+        cols["pay_len"].append(len(d["payload"] or b""))
+        cols["peer_label"].append(i % len(PEERS.labels))
+        data += d["payload"] or b""
+    dt = dict(flags=np.uint16, proto=np.uint8, sport=np.uint16, dport=np.uint16, pay_off=np.uint32,
+              pay_len=np.uint32, peer_label=np.uint32)
+    arrays = {k: np.array(v, dt[k]) for k, v in cols.items()}
+    tags, snis = tag_columns(CORE, np.frombuffer(bytes(data), np.uint8), **arrays)
+    for i, d in enumerate(pk):
+        want = tag_fields(CORE, proto=d["proto"], sport=d["sport"], dport=d["dport"],
+                          payload=d["payload"], peer_label=i % len(PEERS.labels))
+        assert (tags[i], snis[i]) == want, i
+    arrays["pay_off"][-1] = len(data)
+    arrays["pay_len"][-1] = 1
+    arrays["flags"][-1] |= 0x80
+    with pytest.raises(ValueError, match=f"packet {len(pk) - 1}: payload"):
+        tag_columns(CORE, np.frombuffer(bytes(data), np.uint8), **arrays)

@@ -131,18 +131,20 @@ cdef inline bint _sig_match(const rules_t* r, const paysig_t* s, const pkt_t* p,
 
 
 cdef inline uint32_t _match_payload(const rules_t* r, const pkt_t* p, const uint8_t* pl,
-                                    uint32_t n, uint32_t best) noexcept nogil:
+                                    uint32_t n, uint32_t floor) noexcept nogil:
     # Only the signatures whose pattern admits this first byte are looked at, highest
-    # priority first; the walk stops as soon as none left could beat `best`.
+    # priority first; the walk stops as soon as the rest are below `floor` (the
+    # priority the port / protocol / hint tables already gave: a payload signature
+    # wins a tie, so one of equal priority is still tried).  0: no match.
     cdef uint32_t k, start = r.bucket_start[pl[0]], stop = r.bucket_start[pl[0] + 1]
     cdef const paysig_t* s
     for k in range(start, stop):
         s = &r.sigs[r.bucket_idx[k]]
-        if (s.verdict >> 16) <= (best >> 16):
+        if (s.verdict >> 16) < floor:
             break
         if _sig_match(r, s, p, pl, n):
             return s.verdict
-    return best
+    return 0
 
 
 # ---------------------------------------------------------------------------
@@ -309,35 +311,20 @@ cdef uint16_t tag_packet(const rules_t* r, const pkt_t* p, const uint8_t* frame,
     `*sni_label` is set to the service label of a matched ClientHello SNI, else left
     as the caller set it (0).
     """
-    cdef uint32_t best = 0, n, off, nlen
+    cdef uint32_t best = 0, tb = 0, sb = 0, n, off, nlen
     cdef uint16_t f = p.flags
     cdef int k
     cdef const uint8_t* pl
     cdef const suffix_t* sx
     cdef const uint32_t* tab
-    if (f & PF_PAYLOAD) and p.l4_len != 0:
-        pl = frame + p.l4_off
-        n = p.l4_len
-        if r.n_sigs != 0:
-            best = _match_payload(r, p, pl, n, best)
-        if (r.n_suffixes != 0 and pl[0] == 0x16 and (f & PF_PROTO) and p.proto == PROTO_TCP
-                and sni_find(pl, n, &off, &nlen)):
-            k = sni_lookup(r, pl + off, nlen)
-            if k >= 0:
-                sx = &r.suffixes[k]
-                best = _better(sx.verdict, best)
-                if sx.label != 0:
-                    sni_label[0] = sx.label
-                    # The SNI names the service more precisely than the address:
-                    # its hint (e.g. youtube -> video) applies to this packet.
-                    if sx.label < r.n_hints:
-                        best = _better(r.hints[sx.label], best)
-    # More specific before less specific, so that at equal priority the GRE rule
-    # beats the IP protocol 47 rule and a port rule beats its transport's protocol.
+    # Table verdicts first (a few loads): they set the floor below which no payload
+    # signature needs to be tried.  More specific before less specific, so that at
+    # equal priority the GRE rule beats the IP protocol 47 rule and a port rule
+    # beats its transport's protocol rule.
     if f & PF_GRE:
         for k in range(<int>r.n_gre):
             if r.gre[k].ver == p.gre_ver and (r.gre[k].any_ptype or r.gre[k].ptype == p.gre_ptype):
-                best = _better(r.gre[k].verdict, best)
+                tb = r.gre[k].verdict
                 break
     if f & PF_PROTO:
         if f & PF_PORTS:
@@ -349,10 +336,30 @@ cdef uint16_t tag_packet(const rules_t* r, const pkt_t* p, const uint8_t* frame,
             elif p.proto == PROTO_SCTP:
                 tab = r.port_tab[2]
             if tab != NULL:
-                best = _better(_port_pick(tab, p.sport, p.dport), best)
-        best = _better(r.proto_tab[p.proto], best)
+                tb = _better(_port_pick(tab, p.sport, p.dport), tb)
+        tb = _better(r.proto_tab[p.proto], tb)
     if peer_label < r.n_hints:
-        best = _better(r.hints[peer_label], best)
+        tb = _better(r.hints[peer_label], tb)
+    if (f & PF_PAYLOAD) and p.l4_len != 0:
+        pl = frame + p.l4_off
+        n = p.l4_len
+        if r.n_sigs != 0:
+            best = _match_payload(r, p, pl, n, tb >> 16)
+        if (r.n_suffixes != 0 and pl[0] == 0x16 and (f & PF_PROTO) and p.proto == PROTO_TCP
+                and sni_find(pl, n, &off, &nlen)):
+            k = sni_lookup(r, pl + off, nlen)
+            if k >= 0:
+                sx = &r.suffixes[k]
+                sb = sx.verdict
+                if sx.label != 0:
+                    sni_label[0] = sx.label
+                    # The SNI names the service more precisely than the address:
+                    # its hint (e.g. youtube -> video) applies to this packet.
+                    if sx.label < r.n_hints:
+                        sb = _better(r.hints[sx.label], sb)
+    # ties: payload, then SNI, then the tables
+    best = _better(sb, best)
+    best = _better(tb, best)
     return <uint16_t>(best & 0xFFFF)
 
 
@@ -621,3 +628,43 @@ def tag_fields(RuleCore rules, proto=None, sport=None, dport=None, payload=None,
     with nogil:
         tag = tag_packet(rules.r, &pkt, frame, label, &sni)
     return tag, sni
+
+
+def tag_columns(RuleCore rules, const uint8_t[::1] data, const uint16_t[::1] flags,
+                const uint8_t[::1] proto, const uint16_t[::1] sport,
+                const uint16_t[::1] dport, const uint32_t[::1] pay_off,
+                const uint32_t[::1] pay_len, const uint32_t[::1] peer_label):
+    """Tag many packets given as columns (PF_* flags, fields, payload offset/length
+    into `data`): `(tags uint16 array, sni labels uint32 array)`.
+
+    One Python call for the whole set: the benchmark entry of the tagger (the same
+    per-packet C call the pipeline makes), and a bulk inspection helper.
+    """
+    cdef Py_ssize_t i, n = flags.shape[0]
+    cdef pkt_t pkt
+    cdef uint32_t sni
+    cdef const uint8_t* base
+    if not (proto.shape[0] == sport.shape[0] == dport.shape[0] == pay_off.shape[0]
+            == pay_len.shape[0] == peer_label.shape[0] == n):
+        raise ValueError("all columns must have the same length")
+    for i in range(n):
+        if (flags[i] & PF_PAYLOAD) and <uint64_t>pay_off[i] + pay_len[i] > <uint64_t>data.shape[0]:
+            raise ValueError(f"packet {i}: payload [{pay_off[i]}, +{pay_len[i]}) outside data")
+    tags = np.zeros(n, dtype=np.uint16)
+    snis = np.zeros(n, dtype=np.uint32)
+    cdef uint16_t[::1] t = tags
+    cdef uint32_t[::1] s = snis
+    base = &data[0] if data.shape[0] else NULL
+    memset(&pkt, 0, sizeof(pkt))
+    with nogil:
+        for i in range(n):
+            pkt.flags = flags[i]
+            pkt.proto = proto[i]
+            pkt.sport = sport[i]
+            pkt.dport = dport[i]
+            pkt.l4_off = pay_off[i]
+            pkt.l4_len = pay_len[i] if base != NULL else 0
+            sni = 0
+            t[i] = tag_packet(rules.r, &pkt, base, peer_label[i], &sni)
+            s[i] = sni
+    return tags, snis
