@@ -590,3 +590,59 @@ def test_tag_columns_equals_tag_fields(corpus_packets):
     arrays["flags"][-1] |= 0x80
     with pytest.raises(ValueError, match=f"packet {len(pk) - 1}: payload"):
         tag_columns(CORE, np.frombuffer(bytes(data), np.uint8), **arrays)
+
+
+class GuardedBuffer:
+    """One read-write page followed by a PROT_NONE page: a payload copied to the end
+    of the first page makes any read past its last byte fault (SIGSEGV), so a test
+    passing over it proves the tagger reads only within l4_len."""
+
+    def __init__(self):
+        import ctypes
+        import mmap
+        self.page = mmap.PAGESIZE
+        self.map = mmap.mmap(-1, 2 * self.page, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        libc = ctypes.CDLL(None, use_errno=True)
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(self.map))
+        assert libc.mprotect(ctypes.c_void_p(addr + self.page), self.page, 0) == 0
+        import numpy as np
+        self.array = np.frombuffer(self.map, np.uint8, count=self.page)
+
+    def tag(self, proto, sport, dport, payload):
+        import numpy as np
+        from nkstream._core import tag_columns
+        n = len(payload)
+        assert 0 < n <= self.page
+        self.map[self.page - n:self.page] = payload
+        one = lambda v, t: np.array([v], t)  # noqa: E731
+        tags, snis = tag_columns(CORE, self.array, one(0x86, np.uint16), one(proto, np.uint8),
+                                 one(sport, np.uint16), one(dport, np.uint16),
+                                 one(self.page - n, np.uint32), one(n, np.uint32), one(0, np.uint32))
+        return int(tags[0]), int(snis[0])
+
+
+@pytest.fixture(scope="module")
+def guarded():
+    return GuardedBuffer()
+
+
+def test_no_read_past_payload_on_every_cut(guarded, corpus_packets):
+    """Every prefix of real ClientHellos and of the hand-built signature payloads,
+    placed against a guard page, tags like tag_fields (and does not fault)."""
+    hellos = []
+    for name in sorted(corpus_packets):
+        for d in corpus_packets[name]:
+            p = d["payload"]
+            if d["proto"] == 6 and p and p[0] == 0x16 and len(p) > 5 and p[5] == 1:
+                hellos.append(p)
+    hellos = hellos[::max(1, len(hellos) // 12)]
+    payloads = [(6, 443, h) for h in hellos] + [
+        (c[1].get("proto", 6), c[1].get("dport", 0), c[1]["payload"])
+        for c in CASES if c[1].get("payload")]
+    cuts = 0
+    for proto, dport, p in payloads:
+        for k in range(1, len(p) + 1):
+            assert guarded.tag(proto, 40000, dport, p[:k]) == tag_fields(
+                CORE, proto=proto, sport=40000, dport=dport, payload=p[:k])
+            cuts += 1
+    assert cuts > 2000
