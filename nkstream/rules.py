@@ -417,7 +417,7 @@ class Rules:
                 if not isinstance(sfx, list) or not all(isinstance(s, str) for s in sfx):
                     raise _Bad("must be a list of domain-suffix strings")
                 for s in sfx:
-                    if not _SUFFIX_RE.match(s) or "*" in s:
+                    if not _SUFFIX_RE.match(s):
                         raise _Bad(f"{s!r} is not a domain suffix (like 'fbcdn.net')")
             except _Bad as e:
                 raise RulesError(f"{name}: service {label!r}: {e}") from None
