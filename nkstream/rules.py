@@ -59,7 +59,7 @@ GRE_MAX = 16
 
 _TAG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _LABEL_RE = re.compile(r"^[^\s,]{1,128}$")
-_SUFFIX_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_*-]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
+_SUFFIX_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_-]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
 
 _TAG_KEYS = {"category", "description", "source", "enabled", "ports", "protocols",
              "gre", "payload", "sni", "peer_labels"}
