@@ -697,7 +697,7 @@ def _load_mmdb(table, path, label_by=None):
         raise PrefixFileError(path, None, "reading .mmdb files needs the maxminddb package (pip install maxminddb)") from None
     try:
         reader = maxminddb.open_database(path)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, maxminddb.InvalidDatabaseError) as exc:
         raise PrefixFileError(path, None, f"not a MaxMind DB: {exc}") from None
     try:
         dbtype = reader.metadata().database_type or ""
