@@ -51,8 +51,9 @@ of increasing priority.
 Loaders
 -------
 ``PrefixTable.load(path, format=None, **opts)`` called on the class returns a new
-table; called on a table (``table.load(path)``) it merges the file into that table and
-returns it.  Formats (sniffed when not given; gzip is recognised by its magic bytes):
+table; called on a table (``table.load(path)``, or its explicit spelling
+``table.load_into(path)``) it merges the file into that table and returns it;
+``table.update(other)`` merges another table.  Formats (sniffed when not given; gzip is recognised by its magic bytes):
 
 ``csv``    ``cidr,label`` or ``cidr label``; ``#`` comments; an address without /len is
            a /32 or /128.  ``label=`` gives the label for rows that have none.
@@ -425,6 +426,11 @@ class PrefixTable:
             raise ValueError(f"unknown prefix file format {fmt!r} (one of {', '.join(FORMATS)})")
         _LOADERS[fmt](self, path, **opts)
         return self
+
+
+    def load_into(self, path, format=None, **opts):
+        """Merge a prefix file into this table (same as ``table.load(...)``)."""
+        return self.load(path, format=format, **opts)
 
 
 # --------------------------------------------------------------------------- files
