@@ -72,7 +72,7 @@ def addresses(table, family, kind, n, seed=1):
         rnd = rng.integers(0, 256, (m, 16), dtype=np.uint8)
         for byte in range(16):   # random host bits below each prefix length
             keep = np.clip(l6[k].astype(int) - 8 * byte, 0, 8)
-            mask = (0xFF00 >> keep).astype(np.uint8) & 0xFF
+            mask = (0xFF >> keep).astype(np.uint8)
             hosts[:, byte] = (hosts[:, byte] & ~mask) | (rnd[:, byte] & mask)
         if kind == "random":
             return hosts
@@ -114,17 +114,19 @@ def pytricia_rate(table, family, addrs, n=200_000):
 
 def build_1m():
     """Build time of a 1M-prefix IPv4 table: the 2015 table's 606k IPv4 prefixes plus
-    random /24-/32 ones up to 1,000,000 distinct."""
+    random ones, their lengths drawn from that table's length histogram (so the
+    result looks like today's ~1M-route table), up to 1,000,000 distinct."""
     rng = np.random.default_rng(3)
     t = PrefixTable.load(os.path.join(data_dir(), "ipasn6_20151101.dat.gz"))
     n4, l4, i4, _, _, _ = t._arrays()
     extra = 1_000_000 - len(n4) + 20000
-    ln = rng.integers(24, 33, extra).astype(np.uint8)
+    hist = np.bincount(l4, minlength=33).astype(float)
+    ln = rng.choice(33, extra, p=hist / hist.sum()).astype(np.uint8)
     net = rng.integers(0, 1 << 32, extra, dtype=np.uint64).astype(np.uint32) & \
         ((np.uint64(0xFFFFFFFF) << (np.uint64(32) - ln.astype(np.uint64))) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     nets = np.concatenate([n4, net])
     lens = np.concatenate([l4, ln])
-    key = (nets.astype(np.uint64) << np.uint64(8)) | lens
+    key = (nets.astype(np.uint64) << np.uint64(8)) | lens.astype(np.uint64)
     _, keep = np.unique(key, return_index=True)
     keep = np.sort(keep)[:1_000_000]
     nets, lens = nets[keep], lens[keep]
@@ -142,7 +144,7 @@ def build_1m():
     t0 = time.perf_counter()
     _ = pt.core
     api = time.perf_counter() - t0
-    return len(nets), min(times), api, core.nbytes_v4, core.groups_v4
+    return len(nets), min(times), api, core.nbytes_v4, core.groups_v4, core.stride4
 
 
 def main(argv=None):
@@ -164,10 +166,10 @@ def main(argv=None):
             ratio = f"{r / pr:6.1f}x" if pr else "   n/a"
             prs = f"{pr / 1e6:12.2f}" if pr else f"{'n/a':>12}"
             print(f"{name:16} {kind:9} {r / 1e6:11.1f} {1e9 / r:9.2f} {prs} {ratio:>7} {mem:10.2f}", flush=True)
-    n, t, api, nbytes, groups = build_1m()
+    n, t, api, nbytes, groups, stride = build_1m()
     print(f"\nbuild {n:,} IPv4 prefixes: {t * 1000:.0f} ms native (PrefixCore), "
           f"{api * 1000:.0f} ms through PrefixTable (dedup + build); "
-          f"{nbytes / 2**20:.1f} MiB, {groups:,} groups")
+          f"{nbytes / 2**20:.1f} MiB, {groups:,} groups, first level {stride} bits")
     w = PrefixTable.load(os.path.join(ROOT, "nkstream", "data", "watch.csv"))
     print(f"shipped watch table ({len(w)} prefixes): {w.core.nbytes_v4 / 1024:.0f} KiB IPv4 + "
           f"{w.core.nbytes_v6 / 1024:.0f} KiB IPv6")

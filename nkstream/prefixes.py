@@ -16,24 +16,32 @@ pushed, one uint32 per entry (a label id, or bit 31 + the index of a 256-entry g
   DIR-24-8 (rte_lpm) whose 64 MiB tbl24 is itself one miss.  Unlike DIR-24-8 the
   memory scales with the table: a 3-prefix watch table costs 256 KiB + 3 KiB instead
   of 64 MiB, which matters because every worker looks each packet up in two tables.
-  Only when a table has 65,536 or more prefixes longer than /16 is a 24-bit first
-  level used (that many groups would cost about as much as tbl24 does, and tbl24
-  saves a dependent load).  ``PrefixCore(..., stride4=16|24)`` forces either.
+  Only when the 16-bit build needs 65,536 or more groups (64 MiB, the size of a
+  tbl24) is the table rebuilt with a 24-bit first level, which then needs far fewer
+  groups and saves a dependent load.  ``PrefixCore(..., stride4=16|24)`` forces either.
 * IPv6 -- the same trie with a 16-bit first level and 8-bit strides (up to 15 loads
   for a /128; 3-5 for the /32-/48 prefixes that make up the routing table).
 
 Memory = 4 bytes x (2^S + 256 x groups); groups = number of distinct (/S+8k)-aligned
 blocks that contain a prefix longer than that block's level.  Measured:
 
-==========================================  ========  ======  ==========
-table                                        prefixes  groups  memory
-==========================================  ========  ======  ==========
-shipped watch table (3 IPv4 /22-/24)                3       3  0.26 MiB
-service-prefixes-2024-10 IPv4                     ~23k    ~4k  ~4.3 MiB
-full 2014 routing table (IPv4, S=16)          512,621  22,305  22.0 MiB
-same, forced S=24                             512,621   1,982  65.9 MiB
-2015 IPv6 routing table                        27,693    ~37k  ~37 MiB
-==========================================  ========  ======  ==========
+====================================  =========  ======  =========
+table (shared/data)                    prefixes  groups  memory
+====================================  =========  ======  =========
+shipped watch table, IPv4                     3       3  0.25 MiB
+service-prefixes-2024-10, IPv4           19,201   4,472  4.62 MiB
+service-prefixes-2024-10, IPv6           12,677  12,391  12.4 MiB
+APNIC delegated 2024-11-09, IPv4         51,925   2,138  2.34 MiB
+full 2014 routing table, IPv4 (S=16)    512,621  22,305  22.0 MiB
+same, forced S=24                       512,621   1,982  65.9 MiB
+2015 routing table, IPv4 (S=16)         606,138  26,473  26.1 MiB
+2015 routing table, IPv6                 27,693  12,434  12.4 MiB
+1M IPv4 (2015 + synthetic, S=24)      1,000,000  12,704  76.4 MiB
+====================================  =========  ======  =========
+
+An empty family costs its first level only (256 KiB).  The worst case is many long
+prefixes scattered over distinct /24s (or, in IPv6, distinct /40s ...): each costs up
+to one group per level below the first, 1 KiB each, like rte_lpm's tbl8 groups.
 
 (docs/prefix-tables.md has the full table and how it was measured.)
 
