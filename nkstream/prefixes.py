@@ -87,8 +87,8 @@ import io
 import ipaddress
 import json
 import os
+import re
 import socket
-import sys
 
 import numpy as np
 
@@ -361,6 +361,14 @@ class PrefixTable:
         n4, _, _, n6, _, _ = self._arrays()
         return len(n4) + len(n6)
 
+    def __getstate__(self):
+        # The native core is not picklable; workers started with 'spawn' rebuild it.
+        self._compact()
+        state = dict(self.__dict__)
+        state["_core"] = None
+        state["_index"] = None
+        return state
+
     def __repr__(self):
         n4, _, _, n6, _, _ = self._arrays()
         name = f" {self.name!r}" if self.name else ""
@@ -486,7 +494,7 @@ def sniff_format(path):
     if first.split()[0] in ("ExitNode", "ExitAddress", "Published", "LastStatus"):
         return "tor"
     base = os.path.basename(path).lower()
-    if all(len(s.replace(",", " ").split()) == 1 for s in lines) and ("tor" in base or "exit" in base):
+    if all(len(s.replace(",", " ").split()) == 1 for s in lines) and re.search(r"(^|[^a-z])(tor|exit)", base):
         return "tor"
     return "csv"
 
@@ -535,9 +543,14 @@ def _lines(path):
         raise PrefixFileError(path, None, f"cannot read: {exc}") from None
 
 
+_CSV_HEADERS = {"cidr", "prefix", "network", "net", "address", "addr", "ip"}
+
+
 def _load_csv(table, path, label=None):
-    """`cidr,label` or `cidr label` rows; `#` comments (whole line or trailing)."""
+    """`cidr,label` or `cidr label` rows; `#` comments (whole line or trailing); a
+    first row naming the columns (`cidr,label`, `prefix,label` ...) is skipped."""
     rows = _RowAdder(table, path)
+    first = True
     for lineno, line in _lines(path):
         s = line.split("#", 1)[0].strip()
         if not s:
@@ -546,6 +559,10 @@ def _load_csv(table, path, label=None):
             parts = [p.strip() for p in s.split(",")]
         else:
             parts = s.split()
+        if first:
+            first = False
+            if parts[0].lower() in _CSV_HEADERS:
+                continue
         if len(parts) > 2 or (len(parts) == 2 and not parts[1]):
             raise rows.error(lineno, f"expected 'cidr,label', got {s!r}")
         lab = parts[1] if len(parts) == 2 else label

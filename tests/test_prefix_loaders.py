@@ -356,3 +356,35 @@ def test_default_peers_is_derived_from_service_prefixes(data_dir):
     src = PrefixTable.load(data_dir / "service-prefixes-2024-10.csv")
     assert dict(p.prefixes()) == dict(src.prefixes())
     assert p.lookup("157.240.1.1") == "facebook"
+
+
+def test_csv_header_row_and_sniffing_names(tmp_path):
+    p = tmp_path / "monitor.csv"           # 'tor' inside a word is not a Tor list
+    p.write_text("cidr,label\n203.0.113.0/24,mon\n")
+    assert sniff_format(str(p)) == "csv"
+    assert list(PrefixTable.load(p).prefixes()) == [("203.0.113.0/24", "mon")]
+    q = tmp_path / "hosts-only.txt"
+    q.write_text("203.0.113.9\n")
+    with pytest.raises(PrefixFileError, match=r"hosts-only.txt:1: no label for '203.0.113.9'"):
+        PrefixTable.load(q)
+    assert PrefixTable.load(q, label="seen").match("203.0.113.9") == ("seen", "203.0.113.9/32")
+
+
+def test_pickle_roundtrip_rebuilds_core():
+    import pickle
+
+    t = PrefixTable()
+    t.add("10.0.0.0/8", "a").add("2001:db8::/32", "b")
+    _ = t.core
+    u = pickle.loads(pickle.dumps(t))
+    assert list(u.prefixes()) == list(t.prefixes()) and u.labels == t.labels
+    assert u.lookup("10.2.3.4") == "a" and u.lookup("2001:db8::5") == "b"
+
+
+def test_core_is_immutable():
+    t = PrefixTable().add("10.0.0.0/8", "a")
+    core = t.core
+    n4, l4, i4, n6, l6, i6 = t._arrays()
+    with pytest.raises(TypeError):
+        core.__init__(n4, l4, i4, n6, l6, i6)
+    assert core.lookup_v4(0x0A000001) == 1

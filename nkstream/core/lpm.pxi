@@ -302,6 +302,8 @@ cdef class PrefixCore:
             raise ValueError("IPv6 networks must be an (n, 16) uint8 array")
         cdef uint32_t z32 = 0
         cdef uint8_t z8 = 0
+        if self.v4 != NULL or self.v6 != NULL:
+            raise TypeError("PrefixCore is immutable: build a new one")
         self.v4 = lpm4_build(&nets4[0] if n4 else &z32, &lens4[0] if n4 else &z8,
                              &ids4[0] if n4 else &z32, n4, stride4)
         self.v6 = lpm6_build(&nets6[0, 0] if n6 else &z8, &lens6[0] if n6 else &z8,
