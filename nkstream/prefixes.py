@@ -115,6 +115,11 @@ class PrefixFileError(ValueError):
 
 # --------------------------------------------------------------------------- parsing
 
+def _is_uint(s):
+    """ASCII decimal digits only (str.isdigit also accepts '²' and other scripts)."""
+    return s.isascii() and s.isdigit()
+
+
 def parse_address(text):
     """(version, integer) for an IPv4 or IPv6 address in text; ValueError if not one."""
     if not isinstance(text, str):
@@ -143,7 +148,7 @@ def parse_prefix(text):
     bits = 32 if ver == 4 else 128
     if sep:
         plen = plen.strip()
-        if not plen.isdigit() or len(plen) > 3:
+        if not _is_uint(plen) or len(plen) > 3:
             raise ValueError(f"bad prefix length in {text!r}")
         ln = int(plen)
         if ln > bits:
@@ -589,7 +594,7 @@ def _load_rir(table, path, statuses=("allocated", "assigned"), registries=None, 
         if not s or s.startswith("#"):
             continue
         f = s.split("|")
-        if f[0].replace(".", "").isdigit():
+        if _is_uint(f[0].replace(".", "")):
             continue  # version line: version|registry|serial|records|startdate|enddate|UTCoffset
         if len(f) >= 6 and f[1] == "*" and f[5] == "summary":
             continue  # summary line: registry|*|type|*|count|summary
@@ -608,7 +613,7 @@ def _load_rir(table, path, statuses=("allocated", "assigned"), registries=None, 
         cc = cc.upper()
         if countries is not None and cc not in countries:
             continue
-        if not value.isdigit():
+        if not _is_uint(value):
             raise rows.error(lineno, f"bad value {value!r} (an address count for ipv4, a prefix length for ipv6)")
         try:
             ver, net = parse_address(start)
@@ -661,12 +666,12 @@ def _load_ipasn(table, path, asnames=None):
         if len(parts) != 2:
             raise rows.error(lineno, f"expected 'prefix<TAB>asn', got {line.strip()!r}")
         pfx, asn = parts
-        if not asn.isdigit():
+        if not _is_uint(asn):
             raise rows.error(lineno, f"bad ASN {asn!r}")
         addr, sep, plen = pfx.partition("/")
         # Fast path for the common IPv4 row; the general parser for everything else.
         try:
-            if sep and ":" not in addr and plen.isdigit() and int(plen) <= 32:
+            if sep and ":" not in addr and _is_uint(plen) and int(plen) <= 32:
                 net = int.from_bytes(inet_pton(socket.AF_INET, addr), "big")
                 ln = int(plen)
                 if net & ((1 << (32 - ln)) - 1):

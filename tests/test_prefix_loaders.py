@@ -310,6 +310,10 @@ BAD = [
     ("rir", "apnic|AU|ipv6|2001:db8::1|32|20000101|allocated\n", 1, "host bits set in 2001:db8::1/32"),
     ("rir", "apnic|AU|ipv6|1.2.3.4|32|20000101|allocated\n", 1, "'1.2.3.4' is not an ipv6 address"),
     ("rir", "apnic|AU|ipx|1.2.3.4|32|20000101|allocated\n", 1, "unknown record type 'ipx'"),
+    ("ipasn", "1.0.0.0/24\t\u00b2\n", 1, "bad ASN '\u00b2'"),          # isdigit() but not a number
+    ("csv", "1.0.0.0/\u00b2,a\n", 1, "bad prefix length in '1.0.0.0/\u00b2'"),
+    ("rir", "apnic|KP|ipv4|175.45.176.0|\u0661\u0662|20091221|allocated\n", 1,
+     "bad value '\u0661\u0662' (an address count for ipv4, a prefix length for ipv6)"),
     ("tor", "ExitNode AB\nExitAddress 1.2.3 2024-10-30 08:07:48\n", 2, "not an IP address: '1.2.3'"),
     ("tor", "1.2.3.4 5.6.7.8\n", 1, "expected 'ExitAddress a.b.c.d ...' or an address, got '1.2.3.4 5.6.7.8'"),
 ]
@@ -318,7 +322,7 @@ BAD = [
 @pytest.mark.parametrize("fmt,text,line,msg", BAD)
 def test_bad_files_name_file_and_line(tmp_path, fmt, text, line, msg):
     p = tmp_path / f"bad.{fmt}"
-    p.write_text(text)
+    p.write_text(text, encoding="utf-8")
     with pytest.raises(PrefixFileError) as ei:
         PrefixTable.load(p, format=fmt)
     assert str(ei.value) == f"{p}:{line}: {msg}"
@@ -388,3 +392,31 @@ def test_core_is_immutable():
     with pytest.raises(TypeError):
         core.__init__(n4, l4, i4, n6, l6, i6)
     assert core.lookup_v4(0x0A000001) == 1
+
+
+# ------------------------------------------------------------------ no crash on garbage
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_TOKENS = st.sampled_from(["10.0.0.0/8", "1.2.3.4", "2001:db8::/32", "::1", "/", "|", ",", "\t", " ",
+                           "ipv4", "ipv6", "asn", "apnic", "KP", "1024", "allocated", "summary", "*",
+                           "ExitAddress", "ExitNode", ";", "#", "²", "١٢", "-1", "99", "0", "x", "\x00"])
+_FIELD = st.lists(st.one_of(_TOKENS, _TOKENS, st.text(max_size=4)), min_size=1, max_size=3).map("".join)
+_LINE = st.tuples(st.sampled_from(["\t", ",", "|", " "]), st.lists(_FIELD, max_size=8)).map(lambda t: t[0].join(t[1]))
+_LINES = st.lists(_LINE, max_size=12)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=_LINES, fmt=st.sampled_from(["csv", "rir", "ipasn", "tor", None]))
+def test_garbage_gives_prefix_file_error_or_a_table(tmp_path, lines, fmt):
+    p = tmp_path / "garbage.txt"
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogatepass")
+    try:
+        t = PrefixTable.load(p, format=fmt)
+    except PrefixFileError as exc:
+        msg = str(exc)
+        assert msg.startswith(f"{p}:") and "\n" not in msg
+        return
+    # Whatever loaded must be consistent with itself.
+    for cidr, label in t.prefixes():
+        assert t.match(cidr.split("/")[0])[0] is not None
