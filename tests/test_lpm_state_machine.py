@@ -70,6 +70,25 @@ class LPMMachine(RuleBasedStateMachine):
             return
         self._add(data.draw(st.sampled_from(self.nets), label="again"), label)
 
+    @rule(data=st.data(), labels=st.lists(LABELS, min_size=1, max_size=3))
+    def merge_table(self, data, labels):
+        """table.update(other): the other table's entries win on equal prefixes."""
+        other = PrefixTable()
+        for label in labels:
+            ver = data.draw(st.sampled_from([4, 6]), label="ver")
+            if self.nets and data.draw(st.booleans(), label="reuse"):
+                net = data.draw(st.sampled_from(self.nets), label="same")
+            else:
+                bits = BITS[ver]
+                net = _net(ver, data.draw(st.integers(0, (1 << bits) - 1)), data.draw(st.integers(0, bits)))
+            other.add(str(net), label)
+            self.ref.add(str(net), label)
+            self.nets.append(net)
+        ids_before = {name: self.table.label_id(name) for name in self.table.labels[1:]}
+        self.table.update(other)
+        # label ids are stable across merges and rebuilds
+        assert all(self.table.labels[i] == name for name, i in ids_before.items())
+
     def _probe_addrs(self):
         out = {4: set(), 6: set()}
         for net in self.nets:
@@ -105,7 +124,7 @@ class LPMMachine(RuleBasedStateMachine):
 
 
 LPMMachine.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=30, deadline=None,
+    max_examples=100, stateful_step_count=30, deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestLPMStateMachine = LPMMachine.TestCase
