@@ -242,7 +242,9 @@ def test_tor_exit_list_forms(tmp_path, data_dir):
 # ------------------------------------------------------------------ MaxMind DB
 
 def _write_mmdb(path, dbtype, entries, ip_version=6):
-    mw = pytest.importorskip("mmdb_writer")
+    # An independent MMDB writer (PyPI mmdb-writer, a test dependency) makes the
+    # databases; the real maxminddb reader reads them back inside the loader.
+    import mmdb_writer as mw
     from netaddr import IPSet
 
     w = mw.MMDBWriter(ip_version=ip_version, database_type=dbtype,
