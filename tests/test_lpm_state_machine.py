@@ -11,7 +11,7 @@ import ipaddress
 
 import numpy as np
 from hypothesis import HealthCheck, settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from nkstream.prefixes import PrefixTable
 from nkstream.reference import ReferencePrefixTable

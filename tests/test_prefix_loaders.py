@@ -6,7 +6,6 @@ import ipaddress
 import json
 import random
 
-import numpy as np
 import pytest
 
 from nkstream.prefixes import (PrefixFileError, PrefixTable, as_short_name, default_peers,
