@@ -303,14 +303,15 @@ def _fsync_dir(directory):
 
 
 def snapshot_filename(start_ns, host=None, prefix="nkstream"):
-    """A file name for a window's snapshot: ``nkstream-HOST-20261128T203000Z.msgpack``
-    (sub-second window starts add the fraction), sorting by time per host."""
+    """A file name for a window's snapshot: ``nkstream-HOST-20261128T203000Z.msgpack``;
+    a sub-second window start adds its ns as ``T203000_500000000Z`` ('_' sorts after
+    'Z', so names sort by time per host)."""
     host = host or socket.gethostname()
     host = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in host)
     sec, frac = divmod(int(start_ns), 10**9)
     stamp = datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
     if frac:
-        stamp += f".{frac:09d}"
+        stamp += f"_{frac:09d}"
     return f"{prefix}-{host}-{stamp}Z{SUFFIX}"
 
 
@@ -359,6 +360,8 @@ def decode_snapshot(data, path=None, *, max_bytes=DEFAULT_MAX_BYTES):
         if "incomplete" in msg.lower():
             raise SnapshotError(where, "truncated: the file ends inside the snapshot "
                                        f"({len(data)} bytes read)") from None
+        if FORMAT.encode() not in data[:64]:  # the writer puts "format" first
+            raise SnapshotError(where, f"not an nkstream snapshot ({msg})") from None
         raise SnapshotError(where, f"corrupt msgpack: {msg}") from None
     return _from_doc(doc, where)
 
