@@ -214,3 +214,14 @@ def test_cli_errors(snapdir, tmp_path):
     assert r.returncode == 1 and "bad.msgpack: truncated" in r.stderr and r.stderr.count("\n") == 1
     r = cli(snapdir, "--compare", "0", "99")
     assert r.returncode == 1 and "out of range" in r.stderr
+
+
+def test_example_analysis_script(snapdir, tmp_path):
+    out = tmp_path / "analysis.png"
+    env = dict(__import__("os").environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "analysis.py"), str(snapdir),
+                        "--out", str(out), "--freq", "2min"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "4 windows" in r.stdout and "vpn-obfuscation" in r.stdout
+    assert out.read_bytes()[:4] == b"\x89PNG"
