@@ -395,7 +395,8 @@ def plot_shares(snaps, path, by="category", metric="bytes", top=8):
         ax.set_ylabel(f"share of {metric} (%)")
         ax.set_xlabel("window start (UTC)")
         ax.set_title(f"Share of {metric} by {by} per window")
-        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
+        if labels:
+            ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
         fig.tight_layout()
         fig.savefig(path, format="png", dpi=100)
     finally:

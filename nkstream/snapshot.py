@@ -197,7 +197,7 @@ class Snapshot:
     def to_pandas(self):
         """One row per key: ``watch, direction, peer, tag, category`` (str), ``packets``,
         ``bytes`` (and ``flows`` when counted)."""
-        import pandas as pd
+        pd = _pandas()
 
         data = {c: self.names(c) for c in ("watch", "direction", "peer", "tag", "category")}
         for c in ("packets", "bytes", "flows"):
@@ -516,7 +516,7 @@ def load_snapshots(paths, *, max_bytes=DEFAULT_MAX_BYTES):
     per key per snapshot, columns ``start, end`` (UTC timestamps), ``watch,
     direction, peer, tag, category, packets, bytes``, ``flows`` where counted, and
     the sensor's ``sensor`` (host) and ``interfaces``."""
-    import pandas as pd
+    pd = _pandas()
 
     frames = []
     for p in snapshot_paths(paths):
@@ -672,6 +672,15 @@ def _sensor_text(x):
     if isinstance(x, (list, tuple)):
         return ",".join(str(i) for i in x)
     return "" if x is None else str(x)
+
+
+def _pandas():
+    try:
+        import pandas
+    except ImportError:
+        raise ImportError("nkstream snapshots -> DataFrame needs pandas: "
+                          "pip install 'nkstream[analysis]'") from None
+    return pandas
 
 
 def _version():
