@@ -30,3 +30,4 @@ include "core/aggregate.pxi"    # counters per key, totals, error counters
 include "core/flows.pxi"        # bounded flow table, flow verdicts
 include "core/pipeline.pxi"     # Classifier: the per-batch loop tying them together
 include "core/source_afpacket.pxi"  # AF_PACKET TPACKET_V3 ring -> rec_t batches
+include "core/bench_stages.pxi"   # stage-limited pipeline loops and the fanout-hash partition for `nkstream bench`
