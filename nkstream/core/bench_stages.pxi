@@ -46,17 +46,17 @@ cdef uint64_t _bench_loop(const uint8_t* base, const rec_t* r, Py_ssize_t n,
         if r[i].vlan_tpid != 0:
             restore_vlan(&r[i], &pkt)
         if upto < BENCH_STAGE_LPM:
-            sink += err + pkt.ipver + pkt.sport + pkt.dport + pkt.src4 + pkt.dst4
+            sink += <uint64_t>err + pkt.ipver + pkt.sport + pkt.dport + pkt.src4 + pkt.dst4
             continue
         _sides(&pkt, w4, w6, p4, p6, &s)
         if upto < BENCH_STAGE_TAGS:
-            sink += err + s.watch + s.peer + s.direction
+            sink += <uint64_t>err + s.watch + s.peer + s.direction
             continue
         sni = 0
         tag = tag_packet(rules, &pkt, frame, s.peer, &sni)
         if sni != 0:
             s.peer = sni
-        sink += err + s.watch + s.peer + s.direction + tag
+        sink += <uint64_t>err + s.watch + s.peer + s.direction + tag
     return sink
 
 
