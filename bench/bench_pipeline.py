@@ -1,0 +1,84 @@
+"""The full path and each stage of it (pytest-benchmark), as `nkstream bench` times them.
+
+    python -m pytest bench/bench_pipeline.py --benchmark-only \
+        --benchmark-columns=min,median,max,rounds
+
+Each benchmark is one pass over a generated 1M-packet capture (bench/conftest.py),
+cumulative over the stages: read (the native record walker over the mmap'd file),
++decode, +LPM (watch and peer lookups), +tags, +flows (where the classifier keeps flow
+state), +aggregate (`Classifier.process`, the full path); plus the full path over
+batches already in memory (no read) and, as the baseline in the same run, the
+dpkt + pytricia script doing the same work on the first 20,000 packets.  packets/s and
+ns/packet are in extra_info; nothing is asserted about speed.
+"""
+import numpy as np
+import pytest
+
+from nkstream import _core
+from nkstream.bench import STAGES, _stage_pass, has_flows
+from nkstream.capture import open_capture
+
+N = 1_000_000
+
+
+def _record(benchmark, packets):
+    st = benchmark.stats.stats if benchmark.stats else None
+    if st is not None:
+        benchmark.extra_info["packets"] = packets
+        benchmark.extra_info["M_packets_per_s_best"] = round(packets / st.min / 1e6, 2)
+        benchmark.extra_info["ns_per_packet_median"] = round(st.median * 1e9 / packets, 1)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage(benchmark, synth_capture, classifier, stage):
+    if stage == "flows" and not has_flows(classifier):
+        pytest.skip("flow stage: this classifier keeps no flow state")
+    benchmark.pedantic(_stage_pass, args=(synth_capture, classifier, stage), rounds=5,
+                       warmup_rounds=1)
+    classifier.counters.reset()
+    _record(benchmark, N)
+
+
+def test_full_path_in_memory(benchmark, synth_capture, classifier):
+    """The full path over batches already read (what a worker pays per AF_PACKET block)."""
+    with open_capture(synth_capture) as cap:
+        batches = [(np.array(b.data, copy=True), b.recs.copy()) for b in cap]
+    process = classifier.process
+
+    def run():
+        for data, recs in batches:
+            process(data, recs)
+
+    benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    classifier.counters.reset()
+    _record(benchmark, N)
+
+
+def test_flow_partition(benchmark, synth_capture):
+    """The worker partition (`nkstream bench --workers`): one decode + hash per packet."""
+    with open_capture(synth_capture) as cap:
+        batches = [(np.array(b.data, copy=True), b.recs.copy()) for b in cap]
+
+    def run():
+        for data, recs in batches:
+            _core.flow_partition(data, recs, 16)
+
+    benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+    _record(benchmark, N)
+
+
+def test_baseline_dpkt_pytricia(benchmark, synth_capture, classifier, tmp_path):
+    """What a Python user writes (nkstream.bench_baseline), first 20,000 packets."""
+    from nkstream import bench_baseline
+    from nkstream.bench import write_prefix
+
+    if bench_baseline.missing():
+        pytest.skip(f"baseline needs {', '.join(bench_baseline.missing())}")
+    sub = tmp_path / "first20k.pcap"
+    n = write_prefix(synth_capture, sub, 20_000)
+    w4, w6 = bench_baseline.tables_from(classifier.watch)
+    p4, p6 = bench_baseline.tables_from(classifier.peers)
+    got = benchmark.pedantic(bench_baseline.run, args=(str(sub), w4, w6, p4, p6), rounds=1,
+                             iterations=1)
+    assert got[0] == n
+    _record(benchmark, n)
