@@ -543,8 +543,11 @@ class _Progress:
 
 
 def run_bench(file=None, config=None, packets=DEFAULT_PACKETS, seed=0, repeat=5,
-              workers=None, compare=False, stages=STAGES, progress=True, env=None):
-    """Run the benchmark; returns the result dict that --json prints."""
+              workers=None, compare=False, stages=STAGES, progress=True, env=None,
+              save=None):
+    """Run the benchmark; returns the result dict that --json prints.  `save`: keep
+    the generated capture at this path (it is generated there, not in a temporary
+    directory)."""
     from .classify import Classifier
     from .config import load_config
 
@@ -565,7 +568,7 @@ def run_bench(file=None, config=None, packets=DEFAULT_PACKETS, seed=0, repeat=5,
     workdir = tempfile.mkdtemp(prefix="nkstream-bench-")
     try:
         if file is None:
-            path = os.path.join(workdir, f"synth-{packets}-seed{seed}.pcap")
+            path = save or os.path.join(workdir, f"synth-{packets}-seed{seed}.pcap")
             prog(f"generating {packets:,} packets")
             peers = synth_peers(clf.peers, seed)
             t0 = time.perf_counter()
@@ -573,7 +576,8 @@ def run_bench(file=None, config=None, packets=DEFAULT_PACKETS, seed=0, repeat=5,
             traffic = {"source": "generated", "generator": "nkstream.synth", "seed": seed,
                        "requested_packets": packets,
                        "peer_prefixes_sampled": len(peers) if peers else None,
-                       "generate_seconds": time.perf_counter() - t0}
+                       "generate_seconds": time.perf_counter() - t0,
+                       "saved_to": os.path.abspath(save) if save else None}
         else:
             if not os.path.exists(file):
                 raise ValueError(f"{file}: no such file")

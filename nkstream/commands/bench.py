@@ -33,6 +33,8 @@ def add_parser(sub):
                    "classify process on the same capture")
     p.add_argument("--stages", default=",".join(STAGES),
                    help=f"comma-separated stages to time ({','.join(STAGES)})")
+    p.add_argument("--save", metavar="PCAP",
+                   help="keep the generated capture here (to rerun with FILE, or feed other tools)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.set_defaults(_parser=p)
@@ -50,12 +52,14 @@ def run(args):
         args._parser.error("--repeat must be >= 1")
     if args.packets < 1:
         args._parser.error("-n must be >= 1")
+    if args.save and args.file:
+        args._parser.error("--save keeps generated traffic; it cannot be used with FILE")
     if args.workers is not None and args.workers < 1:
         args._parser.error("--workers must be >= 1")
     result = run_bench(file=args.file, config=args.config, packets=args.packets,
                        seed=args.seed, repeat=args.repeat, workers=args.workers,
                        compare=args.compare, stages=stages,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, save=args.save)
     print(dumps(result) if args.json else render(result))
     sys.stdout.flush()
     return 0
