@@ -56,7 +56,7 @@ STAGE_TITLES = {
 DEFAULT_PACKETS = 2_000_000
 # Prefix sizes for the tools too slow to run on a whole multi-million-packet capture
 # in a benchmark run (their rates are per packet, so a prefix measures them fairly).
-SUBSET = {"tshark": 200_000, "ndpiReader": 2_000_000, "dpkt+pytricia": 200_000}
+SUBSET = {"tshark": 200_000, "ndpiReader": 10_000_000, "dpkt+pytricia": 200_000}
 SYNTH_PEERS_V4 = 4096
 SYNTH_PEERS_V6 = 1024
 
