@@ -55,11 +55,20 @@ def synth_capture():
 
 
 @pytest.fixture(scope="session")
-def classifier():
-    """The default configuration's classifier (shipped watch, peer tables and rules)."""
-    from nkstream.classify import Classifier
+def classifiers():
+    """(plain, full) for the default configuration (shipped tables and rules): the
+    classifier without flow state, and the one with it (None where the build or
+    config has none) -- as `nkstream bench` builds them."""
+    from nkstream.bench import classifiers as build
+    from nkstream.config import load_config
 
-    return Classifier.from_config(None)
+    return build(load_config(None))
+
+
+@pytest.fixture(scope="session")
+def classifier(classifiers):
+    """The default configuration's classifier without flow state."""
+    return classifiers[0]
 
 
 def pytest_collect_file(file_path, parent):

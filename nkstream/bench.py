@@ -44,14 +44,19 @@ import numpy as np
 
 from . import __version__, _core
 
-STAGES = ("read", "decode", "lpm", "tags", "flows", "aggregate")
+# In the order they add up.  `aggregate` is Classifier.process without flow state
+# (the per-packet path: every packet tagged and counted); `flows` is
+# Classifier.process with flow state, whose verdicts decide what is counted, so it
+# cannot stop before counting: it is the full path, and its `+ns` over `aggregate` is
+# what flow state costs.
+STAGES = ("read", "decode", "lpm", "tags", "aggregate", "flows")
 STAGE_TITLES = {
     "read": "read (walk records)",
     "decode": "+ decode L2-L4",
     "lpm": "+ LPM watch/peer",
     "tags": "+ tags (signatures, SNI)",
-    "flows": "+ flows",
-    "aggregate": "+ aggregate (full path)",
+    "aggregate": "+ aggregate (no flow state)",
+    "flows": "+ flows (full path)",
 }
 DEFAULT_PACKETS = 2_000_000
 # Prefix sizes for the tools too slow to run on a whole multi-million-packet capture
@@ -97,13 +102,32 @@ def machine_info():
 
 
 def has_flows(clf):
-    """True when the classifier keeps flow state (issue 6) and the core can stop
-    after the flow stage."""
-    return (getattr(clf, "flows", None) is not None
-            and "flows" in getattr(_core, "BENCH_STAGES", {}))
+    """True when the classifier keeps flow state (docs/flows.md)."""
+    return clf is not None and getattr(clf, "flow_table", None) is not None
 
 
-def config_info(clf, cfg):
+def classifiers(cfg):
+    """(plain, full): the configured classifier without flow state (the per-packet
+    path the decode..aggregate stages time) and, when the configuration turns flow
+    state on and this build has it, the configured one with it (else None)."""
+    from .classify import Classifier
+
+    try:
+        plain = Classifier.from_config(cfg, flows=False)
+    except TypeError:          # a build without flow state
+        return Classifier.from_config(cfg), None
+    full = Classifier.from_config(cfg) if getattr(cfg, "flows_enabled", False) else None
+    return plain, (full if has_flows(full) else None)
+
+
+def reset(clf):
+    """Empty the flow table (ending its flows) and the counters, between passes."""
+    if has_flows(clf):
+        clf.flush()
+    clf.counters.reset()
+
+
+def config_info(clf, cfg, full=None):
     n4w, _, _, n6w, _, _ = clf.watch._arrays()
     n4p, _, _, n6p, _, _ = clf.peers._arrays()
     rules = clf.rules
@@ -112,7 +136,7 @@ def config_info(clf, cfg):
         d = rules.definition(tag)
         nrules += sum(len(getattr(d, k, ()) or ()) for k in
                       ("ports", "protocols", "gre", "payload", "sni", "peer_labels"))
-    flows = getattr(clf, "flows", None)
+    flows = getattr(full, "flow_table", None)
     return {
         "config": cfg.path,
         "watch_prefixes": {"ipv4": int(len(n4w)), "ipv6": int(len(n6w))},
@@ -128,7 +152,9 @@ def config_info(clf, cfg):
         "counter_capacity": int(clf.counters.capacity),
         "counter_memory_bytes": int(clf.counters.memory_bytes),
         "flow_state": flows is not None,
-        "flow_capacity": getattr(flows, "capacity", None) if flows is not None else None,
+        "flow_capacity": int(flows.capacity) if flows is not None else None,
+        "flow_memory_bytes": int(flows.memory_bytes) if flows is not None else None,
+        "flow_settings": dict(getattr(flows, "settings", None) or {}) if flows is not None else None,
     }
 
 
@@ -193,7 +219,7 @@ def _stage_pass(path, clf, stage):
         if stage == "read":
             for _b in cap:
                 pass
-        elif stage == "aggregate":
+        elif stage in ("aggregate", "flows"):
             process = clf.process
             for b in cap:
                 process(b.data, b.recs)
@@ -219,30 +245,33 @@ def _summary(seconds, packets, wire_bytes):
     }
 
 
-def run_stages(path, clf, stages, repeat, stats, progress=None):
-    """{stage: summary or {"available": False, "why": ...}} for the requested stages."""
+def run_stages(path, clf, stages, repeat, stats, progress=None, full=None):
+    """{stage: summary or {"available": False, "why": ...}} for the requested stages.
+    `clf` has no flow state; `full` (or None) is the classifier with flow state."""
     out = {}
     avail = []
     for s in STAGES:
         if s not in stages:
             continue
-        if s == "flows" and not has_flows(clf):
+        if s == "flows" and full is None:
             out[s] = {"available": False,
-                      "why": "no flow state in this classifier" if getattr(clf, "flows", None) is None
-                      else "this build's core cannot stop after the flow stage"}
+                      "why": "flow state off in this configuration or build"}
             continue
         avail.append(s)
     # one untimed pass of the full path warms caches, branch predictors, tables
     _stage_pass(path, clf, "aggregate")
-    clf.counters.reset()
+    reset(clf)
+    if full is not None and "flows" in avail:
+        _stage_pass(path, full, "flows")
+        reset(full)
     times = {s: [] for s in avail}
     for rep in range(repeat):
         for s in avail:
             if progress:
                 progress(f"rep {rep + 1}/{repeat} {s}")
-            times[s].append(_stage_pass(path, clf, s))
-            if s == "aggregate" and rep != repeat - 1:
-                clf.counters.reset()
+            times[s].append(_stage_pass(path, full if s == "flows" else clf, s))
+            if s in ("aggregate", "flows") and rep != repeat - 1:
+                reset(full if s == "flows" else clf)
     for s in avail:
         out[s] = dict(available=True, **_summary(times[s], stats["packets"], stats["wire_bytes"]))
     prev = None
@@ -256,18 +285,23 @@ def run_stages(path, clf, stages, repeat, stats, progress=None):
 
 def traffic_shares(clf):
     """Shares of the last full-path pass (sanity: the traffic hits the tables)."""
+    if has_flows(clf):
+        clf.flush()
     snap = clf.counters.snapshot(reset=True)
     t = snap["totals"]
     n = t.get("packets", 0) or 1
     cols = snap["columns"]
     peer_matched = int(cols["packets"][cols["peer"] != 0].sum()) if len(cols["peer"]) else 0
     tagged = int(cols["packets"][cols["tag"] != 0].sum()) if len(cols["tag"]) else 0
-    return {"packets": int(t.get("packets", 0)),
+    out = {"packets": int(t.get("packets", 0)),
             "watched": 1 - t.get("unmatched", 0) / n,
             "decoded": t.get("decoded", 0) / n,
             "peer_matched": peer_matched / n,
             "tagged": tagged / n,
             "keys": int(snap["keys"])}
+    if t.get("flows"):
+        out["flows"] = int(t["flows"])
+    return out
 
 
 # ------------------------------------------------------------------ workers
@@ -294,7 +328,7 @@ def _worker(clf, batches, mine, barrier, conn, repeat):
         process = clf.process
         res = []
         for _ in range(repeat):
-            clf.counters.reset()
+            reset(clf)
             barrier.wait()
             t0 = time.perf_counter()
             n = 0
@@ -321,7 +355,7 @@ def run_workers(path, clf, nworkers, repeat, stats, progress=None):
         raise ValueError("--workers needs the 'fork' start method (Linux)")
     ctx = mp.get_context("fork")
     out = {"workers": nworkers, "partition": "symmetric 5-tuple hash (as PACKET_FANOUT_HASH)",
-           "runs": {}}
+           "flow_state": has_flows(clf), "runs": {}}
     counts = sorted({1, nworkers})
     for n in counts:
         if progress:
@@ -436,7 +470,7 @@ def _tool_result(name, cmd, packets, seconds, proc, subset):
 
 
 def run_compare(path, clf, cfg_path, stats, nk_pps, repeat, workdir, progress=None,
-                env=None):
+                env=None, nk_path="aggregate"):
     """Run the other tools on the capture; returns {"tools": [...], "missing": [...]}."""
     from . import bench_baseline
 
@@ -521,7 +555,8 @@ def run_compare(path, clf, cfg_path, stats, nk_pps, repeat, workdir, progress=No
     tcp = next((t for t in tools if t["name"].startswith("tcpdump") and "pps" in t), None)
     if tcp and "pps" in cl:
         cl["vs_tcpdump"] = cl["pps"] / tcp["pps"]
-    return {"tools": tools, "missing": missing, "nkstream_in_process_pps": nk_pps}
+    return {"tools": tools, "missing": missing, "nkstream_in_process_pps": nk_pps,
+            "nkstream_in_process_stage": nk_path}
 
 
 # ------------------------------------------------------------------ the run
@@ -548,7 +583,6 @@ def run_bench(file=None, config=None, packets=DEFAULT_PACKETS, seed=0, repeat=5,
     """Run the benchmark; returns the result dict that --json prints.  `save`: keep
     the generated capture at this path (it is generated there, not in a temporary
     directory)."""
-    from .classify import Classifier
     from .config import load_config
 
     if repeat < 1:
@@ -561,9 +595,9 @@ def run_bench(file=None, config=None, packets=DEFAULT_PACKETS, seed=0, repeat=5,
     prog = _Progress(progress)
     cfg = load_config(config)
     prog("loading tables and rules")
-    clf = Classifier.from_config(cfg)
+    clf, full = classifiers(cfg)
     result = {"nkstream_bench": 1, "machine": machine_info(),
-              "configuration": config_info(clf, cfg),
+              "configuration": config_info(clf, cfg, full),
               "command": " ".join(["nkstream", "bench"] + sys.argv[2:]) if sys.argv else None}
     workdir = tempfile.mkdtemp(prefix="nkstream-bench-")
     try:
@@ -591,18 +625,23 @@ def run_bench(file=None, config=None, packets=DEFAULT_PACKETS, seed=0, repeat=5,
         traffic.update(stats)
         result["traffic"] = traffic
         result["repeat"] = repeat
-        result["stages"] = run_stages(path, clf, stages, repeat, stats, prog)
-        if "aggregate" in stages:
+        result["stages"] = run_stages(path, clf, stages, repeat, stats, prog, full=full)
+        if "flows" in stages and full is not None:
+            result["traffic"]["shares"] = traffic_shares(full)
+        elif "aggregate" in stages:
             result["traffic"]["shares"] = traffic_shares(clf)
         if workers:
-            result["workers"] = run_workers(path, clf, workers, repeat, stats, prog)
+            # the full path as configured: with flow state when it is on
+            result["workers"] = run_workers(path, full or clf, workers, repeat, stats, prog)
         if compare:
-            full = result["stages"].get("aggregate")
-            if not full or not full.get("available"):
+            # compared: the full path as `nkstream classify` runs it with this config
+            which = "flows" if full is not None else "aggregate"
+            st = result["stages"].get(which)
+            if not st or not st.get("available"):
                 prog("compare: measuring the full path")
-                full = run_stages(path, clf, ("aggregate",), repeat, stats)["aggregate"]
-            result["compare"] = run_compare(path, clf, cfg.path, stats, full["pps_median"],
-                                            repeat, workdir, prog, env=env)
+                st = run_stages(path, clf, (which,), repeat, stats, full=full)[which]
+            result["compare"] = run_compare(path, full or clf, cfg.path, stats, st["pps_median"],
+                                            repeat, workdir, prog, env=env, nk_path=which)
         result["machine"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     finally:
         prog.done()
@@ -627,7 +666,8 @@ def render(result):
                  f"({c['peer_labels']} labels); {c['tags']} tags, {c['rules']} rules "
                  f"({c['payload_signatures']} payload signatures, {c['sni_suffixes']} SNI suffixes); "
                  f"counters {c['counter_capacity']:,} slots; flow table "
-                 + (f"{c['flow_capacity']:,} flows" if c["flow_state"] else "off"))
+                 + (f"{c['flow_capacity']:,} flows ({c['flow_memory_bytes'] / 2**20:.0f} MiB)"
+                    if c["flow_state"] else "off"))
     src = (f"generated (nkstream.synth, seed {t['seed']})" if t["source"] == "generated"
            else t["path"])
     lines.append(f"traffic: {src}: {t['packets']:,} packets, {t['wire_bytes'] / 1e6:,.1f} MB on the wire, "
@@ -635,7 +675,8 @@ def render(result):
     sh = t.get("shares")
     if sh:
         lines.append(f"         watched {sh['watched']:.1%}, peer matched {sh['peer_matched']:.1%}, "
-                     f"tagged {sh['tagged']:.1%}, decoded {sh['decoded']:.1%}, {sh['keys']:,} keys")
+                     f"tagged {sh['tagged']:.1%}, decoded {sh['decoded']:.1%}, {sh['keys']:,} keys"
+                     + (f", {sh['flows']:,} flows" if sh.get("flows") else ""))
     lines.append("")
     lines.append(f"per stage (cumulative; {result['repeat']} repetitions; M packets/s min / median / max)")
     lines.append(f"  {'stage':<26} {'min':>8} {'median':>8} {'max':>8} {'ns/pkt':>8} {'+ns':>7} {'Gbit/s':>7}")
@@ -652,7 +693,8 @@ def render(result):
     w = result.get("workers")
     if w:
         lines.append("")
-        lines.append(f"workers ({w['partition']}; full path over in-memory partitions)")
+        lines.append(f"workers ({w['partition']}; full path "
+                     f"{'with' if w.get('flow_state') else 'without'} flow state over in-memory partitions)")
         for k, r in sorted(w["runs"].items(), key=lambda kv: int(kv[0])):
             lines.append(f"  {k:>3} worker(s): {_m(r['pps_median'])} M packets/s median "
                          f"({_m(r['pps_max'])} best), packets per worker {r['packets_per_worker']}")
@@ -663,6 +705,7 @@ def render(result):
     if cmp_:
         lines.append("")
         lines.append(f"compare (same capture, page cache warm; nkstream in-process full path "
+                     f"({cmp_.get('nkstream_in_process_stage', 'aggregate')}) "
                      f"{_m(cmp_['nkstream_in_process_pps'])} M packets/s)")
         lines.append(f"  {'tool':<42} {'packets':>11} {'M pkt/s':>8} {'nkstream x':>10}")
         for tl in cmp_["tools"]:
