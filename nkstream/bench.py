@@ -579,7 +579,7 @@ class _Progress:
 
 def run_bench(file=None, config=None, packets=DEFAULT_PACKETS, seed=0, repeat=5,
               workers=None, compare=False, stages=STAGES, progress=True, env=None,
-              save=None):
+              save=None, command=None):
     """Run the benchmark; returns the result dict that --json prints.  `save`: keep
     the generated capture at this path (it is generated there, not in a temporary
     directory)."""
@@ -598,7 +598,7 @@ def run_bench(file=None, config=None, packets=DEFAULT_PACKETS, seed=0, repeat=5,
     clf, full = classifiers(cfg)
     result = {"nkstream_bench": 1, "machine": machine_info(),
               "configuration": config_info(clf, cfg, full),
-              "command": " ".join(["nkstream", "bench"] + sys.argv[2:]) if sys.argv else None}
+              "command": command}
     workdir = tempfile.mkdtemp(prefix="nkstream-bench-")
     try:
         if file is None:

@@ -71,6 +71,12 @@ def test_json_has_every_stage_and_the_configuration():
     sh = r["traffic"]["shares"]
     assert sh["packets"] == 20000
     assert sh["watched"] > 0.8 and sh["peer_matched"] > 0.8 and sh["tagged"] > 0.5
+    if c["flow_state"]:
+        # the default config keeps flow state: the full path is the flows stage
+        assert r["stages"]["flows"]["available"]
+        assert c["flow_capacity"] > 0 and c["flow_memory_bytes"] >= 64 * c["flow_capacity"]
+        assert 100 < sh["flows"] < 20000
+    assert r["command"].startswith("nkstream bench -n 20000")
 
 
 def test_stage_selection_and_text_output(capture):

@@ -59,7 +59,8 @@ def run(args):
     result = run_bench(file=args.file, config=args.config, packets=args.packets,
                        seed=args.seed, repeat=args.repeat, workers=args.workers,
                        compare=args.compare, stages=stages,
-                       progress=not args.no_progress, save=args.save)
+                       progress=not args.no_progress, save=args.save,
+                       command=" ".join(["nkstream", "bench"] + sys.argv[2:]))
     print(dumps(result) if args.json else render(result))
     sys.stdout.flush()
     return 0
