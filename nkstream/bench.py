@@ -417,8 +417,9 @@ def run_workers(path, clf, nworkers, repeat, stats, progress=None):
 # ------------------------------------------------------------------ compare
 
 def write_prefix(path, out, packets):
-    """Write the first `packets` packets of a capture as a classic pcap
-    (nanosecond timestamps; the first packet's link type, others skipped)."""
+    """Write the first `packets` packets of a capture as a classic microsecond pcap,
+    the format every compared tool reads (the first packet's link type; packets of
+    other link types, possible in pcapng, are skipped).  Returns the packets written."""
     import struct
 
     from .capture import open_capture
@@ -431,7 +432,7 @@ def write_prefix(path, out, packets):
             data = memoryview(b.data)
             if lt is None and len(recs):
                 lt = int(recs["linktype"][0])
-                f.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, lt))
+                f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, lt))
             pack = struct.Struct("<IIII").pack
             for ts, off, caplen, wirelen, rlt in zip(
                     recs["ts_ns"].tolist(), recs["off"].tolist(), recs["caplen"].tolist(),
@@ -440,13 +441,18 @@ def write_prefix(path, out, packets):
                     return n
                 if rlt != lt:
                     continue
-                f.write(pack(ts // 1_000_000_000, ts % 1_000_000_000, caplen, wirelen))
+                f.write(pack(ts // 1_000_000_000, (ts % 1_000_000_000) // 1000, caplen, wirelen))
                 f.write(data[off:off + caplen])
                 n += 1
     return n
 
 
-def _timed(cmd, repeat=1, env=None, check_out=None):
+def _is_gzip(path):
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _timed(cmd, repeat=1, env=None):
     best = None
     last = None
     for _ in range(repeat):
@@ -479,6 +485,15 @@ def run_compare(path, clf, cfg_path, stats, nk_pps, repeat, workdir, progress=No
     n = stats["packets"]
     tools, missing = [], []
     prefixes = {}
+    converted = None
+    if stats.get("format") != "pcap" or _is_gzip(path):
+        # pcapng or gzip: every tool gets the same packets as a plain pcap
+        if progress:
+            progress("compare: writing the capture as plain pcap")
+        converted = os.path.join(workdir, "capture.pcap")
+        n = write_prefix(path, converted, n)
+        path = converted
+        warm(path)
 
     def prefix(k):
         k = min(k, n)
@@ -556,6 +571,7 @@ def run_compare(path, clf, cfg_path, stats, nk_pps, repeat, workdir, progress=No
     if tcp and "pps" in cl:
         cl["vs_tcpdump"] = cl["pps"] / tcp["pps"]
     return {"tools": tools, "missing": missing, "nkstream_in_process_pps": nk_pps,
+            "converted_to_pcap": converted is not None,
             "nkstream_in_process_stage": nk_path}
 
 

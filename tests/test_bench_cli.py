@@ -159,6 +159,19 @@ def test_compare_runs_installed_tools(capture):
         assert by["nkstream"]["vs_tcpdump"] > 0
 
 
+def test_compare_on_gzip_capture_converts_for_the_tools(capture, tmp_path):
+    import gzip
+
+    gz = tmp_path / "synth.pcap.gz"
+    gz.write_bytes(gzip.compress(capture.read_bytes(), 1))
+    res = nk_bench(gz, "--compare", "--repeat", 1, "--json", "--stages", "aggregate")
+    cmp_ = json.loads(res.stdout)["compare"]
+    assert cmp_["converted_to_pcap"] is True
+    for t in cmp_["tools"]:
+        assert "error" not in t, t
+        assert t["packets"] == 30000 and t["pps"] > 0
+
+
 # ---- the native pieces the command times -------------------------------------------
 
 def test_decode_stage_decodes_every_packet(batches):
