@@ -87,6 +87,13 @@ def test_stage_selection_and_text_output(capture):
     assert f"{30000:,} packets" in out
 
 
+def test_cli_defaults_match_the_benchmark():
+    from nkstream import bench
+    from nkstream.commands import bench as cmd
+
+    assert cmd.STAGES == bench.STAGES and cmd.DEFAULT_PACKETS == bench.DEFAULT_PACKETS
+
+
 def test_bad_stage_is_a_usage_error():
     res = subprocess.run([sys.executable, "-m", "nkstream", "bench", "--stages", "decode,bogus"],
                          cwd=ROOT, capture_output=True, timeout=60)
