@@ -15,7 +15,7 @@ def add_parser(sub):
         description="Measure nkstream's classification rate on generated traffic (the "
         "study's category mix, IPv4/IPv6, VLANs, small-packet-heavy sizes, addresses "
         "from the loaded tables; seeded) or on a capture FILE: packets/s, Gbit/s and "
-        "ns/packet per stage (read, decode, +LPM, +tags, +flows, +aggregate), min / "
+        "ns/packet per stage (read, decode, +LPM, +tags, +aggregate, +flows), min / "
         "median / max over repetitions, with the machine and configuration. --workers "
         "runs the full path in N processes over flow-hash partitions; --compare runs "
         "tcpdump, tshark, ndpiReader, a dpkt+pytricia script and the whole `nkstream "
