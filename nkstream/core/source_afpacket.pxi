@@ -279,8 +279,10 @@ cdef class AfPacketRing:
             if fanout is not None:
                 # Joined after bind: the kernel requires a bound, running socket, and
                 # every member of a group must use the same mode and flags.
-                val = fanout_group | ((FANOUT_MODES[fanout] |
-                                       (lp.PACKET_FANOUT_FLAG_DEFRAG if fanout_defrag else 0)) << 16)
+                # The option is an int holding u16 id | u16 (mode|flags) << 16; with
+                # FLAG_DEFRAG (0x8000) it only fits as a wrapped unsigned value.
+                val = <int><uint32_t>(fanout_group | ((FANOUT_MODES[fanout] |
+                                       (lp.PACKET_FANOUT_FLAG_DEFRAG if fanout_defrag else 0)) << 16))
                 if so.setsockopt(self.fd, so.SOL_PACKET, lp.PACKET_FANOUT, &val, sizeof(val)) < 0:
                     _raise_os(f"PACKET_FANOUT {fanout} group {fanout_group}", errno, self._ifname)
         except BaseException:

@@ -184,3 +184,71 @@ def strip_outer_vlan(frame):
 
 def restore_vlan(frame, tpid, tci):
     return frame[:12] + struct.pack("!HH", tpid, tci) + frame[12:]
+
+
+# -- capture helpers ---------------------------------------------------------------
+
+class Collected:
+    """What a capture got: frames as they sat in the batch buffer, with their records."""
+
+    def __init__(self):
+        self.frames = []      # (bytes in the buffer, wirelen, vlan_tpid, vlan_tci, ts_ns, iface)
+        self.batches = 0
+
+    def process(self, data, recs):
+        # Test-side copy of every frame so it can be compared with the file later;
+        # the engines themselves never touch packets from Python.
+        mv = memoryview(data)
+        for r in recs:
+            off, cap = int(r["off"]), int(r["caplen"])
+            self.frames.append((bytes(mv[off:off + cap]), int(r["wirelen"]), int(r["vlan_tpid"]),
+                                int(r["vlan_tci"]), int(r["ts_ns"]), int(r["iface"])))
+        self.batches += 1
+
+    @property
+    def packets(self):
+        return len(self.frames)
+
+    @property
+    def bytes(self):
+        return sum(f[1] for f in self.frames)
+
+    def on_wire(self):
+        """Frames as they were on the wire: the stripped outer tag put back."""
+        return [restore_vlan(b, tpid, tci) if tpid else b for b, _, tpid, tci, _, _ in self.frames]
+
+
+def capture_during(sources, sender, quiet_s=0.3, deadline_s=60):
+    """Drain ``sources`` [(pump, sink)] while ``sender`` (a Popen) runs, then until
+    every source has been quiet for ``quiet_s``.  ``pump(sink, timeout_ms)`` reads one
+    round into ``sink`` and returns how many batches it handled.  Bounded by
+    ``deadline_s``; returns the sender's output."""
+    deadline = time.monotonic() + deadline_s
+    quiet_since = None
+    while time.monotonic() < deadline:
+        got = sum(pump(sink, 20) for pump, sink in sources)
+        if sender.poll() is None:
+            continue
+        if got:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            break
+    else:
+        sender.kill()
+        raise TimeoutError("capture did not finish in time")
+    out = sender.communicate(timeout=10)[0]
+    return out
+
+
+def ring_pump(ring):
+    def pump(sink, timeout_ms):
+        return ring.process_blocks(sink, max_blocks=16, timeout_ms=timeout_ms)[0]
+    return pump
+
+
+def pcap_pump(src):
+    def pump(sink, timeout_ms):
+        return src.process_batches(sink, max_batches=16, timeout_ms=timeout_ms)[0]
+    return pump
