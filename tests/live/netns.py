@@ -252,3 +252,39 @@ def pcap_pump(src):
     def pump(sink, timeout_ms):
         return src.process_batches(sink, max_batches=16, timeout_ms=timeout_ms)[0]
     return pump
+
+
+class Tcpdump:
+    """tcpdump writing a pcap on ``iface`` (an independent reference capture)."""
+
+    def __init__(self, iface, path, expr=None, netns=None):
+        self.path = str(path)
+        cmd = (["ip", "netns", "exec", netns] if netns else []) + \
+            ["tcpdump", "-i", iface, "-w", self.path, "-U", "-n", "--immediate-mode"]
+        if expr:
+            cmd.append(expr)
+        self.cmd = cmd
+        self.proc = None
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # tcpdump says "listening on IFACE" once its socket is bound and filtered.
+        deadline = time.monotonic() + 10
+        line = ""
+        while time.monotonic() < deadline and "listening on" not in line:
+            line = self.proc.stderr.readline()
+            if not line and self.proc.poll() is not None:
+                raise RuntimeError(f"tcpdump exited: {self.proc.stderr.read()}")
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.send_signal(2)
+        try:
+            self.stats = self.proc.communicate(timeout=10)[1]
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            raise
+
+    def frames(self):
+        return [b for b, _ in read_pcap(self.path)[1]]

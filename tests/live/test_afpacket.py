@@ -258,3 +258,11 @@ def test_ring_config_and_recs_dtype(veth):
     assert ring.closed
     assert _core.REC_DTYPE.itemsize == 32
     assert isinstance(np.zeros(1, _core.REC_DTYPE), np.ndarray)
+
+
+def test_interface_deleted(veth):
+    with AfPacketRing(veth.host, block_count=1) as ring:
+        veth.destroy()
+        with pytest.raises(InterfaceDownError):
+            for _ in range(20):
+                ring.next_block(50)
