@@ -409,6 +409,10 @@ class LiveSensor:
                 self.sources.append(open_source(o, i, group, bpf_prog))
             self.metrics = _Metrics(o.metrics) if o.metrics else None
             if o.user:
+                # Everything imported from here on is read as the new user, who may
+                # not be able to read this Python installation (e.g. under /root).
+                import multiprocessing.popen_fork  # noqa: F401
+                import pwd  # noqa: F401
                 pw = drop_privileges(o.user)
                 log("privileges_dropped", user=pw.pw_name, uid=pw.pw_uid, gid=pw.pw_gid)
             if not os.access(o.out_dir, os.W_OK | os.X_OK):
@@ -680,3 +684,43 @@ class LiveSensor:
         for p in self.procs.values():
             p.join(5)
         log("stopped", reason=self.stop_reason, exit=self.exit_status)
+
+
+# -- the classification pipeline, as the sensor uses it ---------------------------------
+
+class PipelineBackend:
+    """Builds classifiers from the config file (``nkstream.config``,
+    ``nkstream.classify``), merges the workers' counter snapshots and writes the
+    snapshot file (``nkstream.snapshot``)."""
+
+    def __init__(self, config_path=None):
+        self.path = config_path
+
+    def run_settings(self):
+        """The ``[run]`` table of the config file (flags override it)."""
+        if not self.path:
+            return {}
+        try:
+            import tomllib
+        except ImportError:                      # Python < 3.11
+            import tomli as tomllib
+        with open(self.path, "rb") as f:
+            raw = tomllib.load(f)
+        out = dict(raw.get("run", {}))
+        for key in ("interval", "out_dir"):
+            if key in raw and key not in out:
+                out[key] = raw[key]
+        return out
+
+    def load(self):
+        from .config import load_config
+        return load_config(self.path)
+
+    def make_classifier(self, config):
+        from .classify import Classifier
+        return Classifier.from_config(config)
+
+    def write(self, path, snaps, start_ns, end_ns, sensor, capture):
+        from .snapshot import merge_snapshots, write_snapshot
+        snap = merge_snapshots(snaps) if len(snaps) > 1 else snaps[0]
+        return write_snapshot(path, snap, start_ns=start_ns, end_ns=end_ns, sensor=sensor, capture=capture)
