@@ -262,7 +262,7 @@ def worker_main(idx, src, conn, opts, backend, config, resync):
 
     def flush(final=False):
         nonlocal pending, win_packets, win_bytes
-        snaps = pending + [clf.snapshot(reset=True)]
+        snaps = pending + [backend.take(clf)]
         pending = []
         stats = {"packets": win_packets, "bytes": win_bytes, **counters.delta()}
         conn.send(("final" if final else "window", idx, k, snaps, stats))
@@ -286,7 +286,7 @@ def worker_main(idx, src, conn, opts, backend, config, resync):
                 except Exception as exc:            # bad file: keep the running tables
                     conn.send(("reload_failed", idx, f"{type(exc).__name__}: {exc}"))
                 else:
-                    pending.append(clf.snapshot(reset=True))
+                    pending.append(backend.take(clf))     # counted under the old labels
                     clf = new
                     conn.send(("reloaded", idx, None))
         return True
@@ -373,10 +373,11 @@ class LiveSensor:
     """``nkstream run``: see the module docstring.  ``backend`` builds classifiers,
     merges their snapshots and writes files (``nkstream.live_backend``)."""
 
-    def __init__(self, opts, backend):
+    def __init__(self, opts, backend, config=None):
         opts.validate()
         self.opts = opts
         self.backend = backend
+        self.config = config
         self.stop_reason = None
         self.reload_wanted = False
         self.exit_status = 0
@@ -392,7 +393,8 @@ class LiveSensor:
         o = self.opts
         _log_fields.clear()
         _log_fields["pid"] = os.getpid()
-        self.config = self.backend.load()            # raises on a bad config: nothing opened yet
+        if self.config is None:
+            self.config = self.backend.load()        # raises on a bad config: nothing opened yet
         self.backend.make_classifier(self.config)    # the tables and rules build
         check_interface(o.iface)
         bpf_prog = None
@@ -689,38 +691,53 @@ class LiveSensor:
 # -- the classification pipeline, as the sensor uses it ---------------------------------
 
 class PipelineBackend:
-    """Builds classifiers from the config file (``nkstream.config``,
-    ``nkstream.classify``), merges the workers' counter snapshots and writes the
-    snapshot file (``nkstream.snapshot``)."""
+    """How the sensor uses the classification pipeline.  The protocol (also met by
+    the tests' counting backend):
+
+    * ``load()`` -> config (``nkstream.config.load_config``; ConfigError names the
+      file and key), ``settings(config)`` -> the config's sensor settings;
+    * ``make_classifier(config)`` -> object with ``process(data, recs)``;
+    * ``take(classifier)`` -> the window's counts, reset (picklable: sent by the
+      worker to the parent), with the label dictionaries they refer to, so counts
+      taken before a reload keep their own labels;
+    * ``write(path, pieces, start_ns, end_ns, sensor, capture)`` merges the pieces of
+      every worker and writes one snapshot file atomically; returns a summary dict
+      (``category_bytes`` for the metrics).
+    """
 
     def __init__(self, config_path=None):
         self.path = config_path
-
-    def run_settings(self):
-        """The ``[run]`` table of the config file (flags override it)."""
-        if not self.path:
-            return {}
-        try:
-            import tomllib
-        except ImportError:                      # Python < 3.11
-            import tomli as tomllib
-        with open(self.path, "rb") as f:
-            raw = tomllib.load(f)
-        out = dict(raw.get("run", {}))
-        for key in ("interval", "out_dir"):
-            if key in raw and key not in out:
-                out[key] = raw[key]
-        return out
 
     def load(self):
         from .config import load_config
         return load_config(self.path)
 
+    @staticmethod
+    def settings(cfg):
+        """LiveOptions fields from the config's [capture], [output], [sensor]."""
+        return {"iface": cfg.interface, "engine": cfg.engine, "workers": cfg.workers,
+                "fanout": cfg.fanout, "bpf": cfg.bpf or None, "block_size": cfg.block_size,
+                "block_count": cfg.block_count, "block_timeout_ms": cfg.block_timeout_ms,
+                "snaplen": cfg.snaplen, "interval": cfg.interval, "out_dir": cfg.out_dir,
+                "retain_count": cfg.retain_count or None, "retain_age": cfg.retain_age or None,
+                "host": cfg.sensor or None}
+
     def make_classifier(self, config):
         from .classify import Classifier
         return Classifier.from_config(config)
 
-    def write(self, path, snaps, start_ns, end_ns, sensor, capture):
-        from .snapshot import merge_snapshots, write_snapshot
-        snap = merge_snapshots(snaps) if len(snaps) > 1 else snaps[0]
-        return write_snapshot(path, snap, start_ns=start_ns, end_ns=end_ns, sensor=sensor, capture=capture)
+    def take(self, clf):
+        return clf.snapshot(reset=True), clf.labels()
+
+    def write(self, path, pieces, start_ns, end_ns, sensor, capture):
+        from . import _core
+        from .snapshot import Snapshot, merge_snapshots
+        meta = dict(sensor, engine=capture["engine"], workers=capture["workers"], capture=capture)
+        snaps = [Snapshot.from_counters(counts, start_ns=start_ns, end_ns=end_ns,
+                                        watch_labels=labels["watch"], peer_labels=labels["peer"],
+                                        tags=labels["tag"], categories=labels["tag_category"],
+                                        error_names=_core.ERROR_NAMES, sensor=meta)
+                 for counts, labels in pieces]
+        snap = snaps[0] if len(snaps) == 1 else merge_snapshots(snaps)
+        snap.write(path)
+        return {"category_bytes": snap.category_bytes() if hasattr(snap, "category_bytes") else {}}

@@ -45,6 +45,9 @@ class CountingBackend:
     def make_classifier(self, config):
         return Counting(config.get("generation", 0))
 
+    def take(self, clf):
+        return clf.snapshot(reset=True)
+
     def write(self, path, snaps, start_ns, end_ns, sensor, capture):
         d = {"packets": sum(s["packets"] for s in snaps), "bytes": sum(s["bytes"] for s in snaps),
              "generations": sorted({s["generation"] for s in snaps}),
