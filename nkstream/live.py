@@ -268,6 +268,22 @@ def worker_main(idx, src, conn, opts, backend, config, resync):
         conn.send(("final" if final else "window", idx, k, snaps, stats))
         win_packets = win_bytes = 0
 
+    def drain():
+        """Count what the kernel already queued for us before the final report
+        (bounded: a full ring takes well under the limit)."""
+        nonlocal win_packets, win_bytes
+        from ._core import InterfaceDownError
+        limit = time.monotonic() + 5.0
+        while time.monotonic() < limit:
+            try:
+                n, p, b = _pump(src, clf, 64, 0)
+            except InterfaceDownError:
+                break
+            win_packets += p
+            win_bytes += b
+            if n == 0:
+                break
+
     def commands():
         """Obey the parent; returns False when told to stop."""
         nonlocal clf
@@ -278,6 +294,7 @@ def worker_main(idx, src, conn, opts, backend, config, resync):
                 log("parent_gone", "error")
                 os._exit(1)
             if msg[0] == "stop":
+                drain()
                 flush(final=True)
                 return False
             if msg[0] == "reload":
