@@ -65,12 +65,30 @@ if have_libpcap() and os.path.exists(os.path.join("nkstream", "_pcap.pyx")):
 else:
     sys.stderr.write("nkstream: libpcap headers not found; building without the libpcap engine (nkstream._pcap)\n")
 
+
+def mode_changed():
+    """Re-cythonize when switching between the debug and release builds: the
+    generated C carries the directives, and Cython's own staleness check only looks
+    at source timestamps."""
+    stamp = os.path.join("build", "nkstream-build-mode")
+    mode = "debug" if DEBUG else "release"
+    try:
+        with open(stamp) as fh:
+            old = fh.read().strip()
+    except OSError:
+        old = None
+    os.makedirs("build", exist_ok=True)
+    with open(stamp, "w") as fh:
+        fh.write(mode)
+    return old != mode
+
+
 setup(
     ext_modules=cythonize(
         extensions,
         compiler_directives=DIRECTIVES,
         include_path=["nkstream"],
         annotate=os.environ.get("NKSTREAM_ANNOTATE", "") not in ("", "0"),
-        force=DEBUG,
+        force=mode_changed(),
     ),
 )

@@ -27,6 +27,17 @@ class UserError(Exception):
     """A runtime error to report as one line on stderr with exit status 1."""
 
 
+def _runtime_errors():
+    """Exceptions that are reported as one line (exit 1) rather than a traceback."""
+    errs = [UserError, OSError, ValueError]
+    try:
+        from .capture import CaptureError
+        errs.append(CaptureError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errs)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="nkstream",
@@ -61,7 +72,9 @@ def main(argv=None):
         except Exception:
             pass
         return 0
-    except (UserError, OSError, ValueError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, _runtime_errors()):
+            raise
         msg = str(exc) or exc.__class__.__name__
         print(f"nkstream {args.command}: error: {msg}", file=sys.stderr)
         return 1
