@@ -570,10 +570,10 @@ class LiveSensor:
         if k is None:
             k = window_index(time.time(), self.opts.interval)
         w = self._window(k)
-        if packets or nbytes:
+        if code != EXIT_REOPEN:              # that one reported its window before leaving
             w.lost["packets"] += packets
             w.lost["bytes"] += nbytes
-        w.lost["workers"].append(idx)
+            w.lost["workers"].append(idx)
         if self.metrics:
             self.metrics.lost.inc(packets)
         level = "info" if code == EXIT_REOPEN else "error"

@@ -257,3 +257,66 @@ def test_missing_interface_and_bad_config(veth, tmp_path):
     finally:
         s.kill()
     assert veth.promiscuity() == 0
+
+
+def test_metrics_endpoint(veth, tmp_path):
+    pytest.importorskip("prometheus_client")
+    import socket
+    import urllib.request
+    with socket.socket() as sk:                    # a free port on loopback
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    frames = mixed_frames(500, flows=32, jumbo_every=0)
+    path = write_pcap(tmp_path / "m.pcap", frames)
+    s, out, _ = _sensor(tmp_path, veth, interval=1, workers=2, metrics=f"127.0.0.1:{port}")
+    s.start()
+    try:
+        s.wait_event("worker_started", count=2)
+        veth.replay(path, pps=4000)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            written = sum(int(e["packets"]) for e in s.events("snapshot_written"))
+            if written == len(frames):
+                break
+            time.sleep(0.1)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert s.stop() == 0
+    finally:
+        s.kill()
+    vals = {}
+    for line in text.splitlines():
+        m = re.match(r'(nkstream_\w+)\{worker="(\d)"\} ([\d.e+]+)', line)
+        if m:
+            vals[(m.group(1), m.group(2))] = float(m.group(3))
+    assert vals[("nkstream_packets_total", "0")] + vals[("nkstream_packets_total", "1")] == len(frames)
+    assert vals[("nkstream_bytes_total", "0")] + vals[("nkstream_bytes_total", "1")] == sum(map(len, frames))
+    assert vals[("nkstream_kernel_drops_total", "0")] == vals[("nkstream_kernel_drops_total", "1")] == 0
+    assert re.search(r"^nkstream_snapshots_written_total [1-9]", text, re.M)
+
+
+def test_interface_recreated(veth, tmp_path):
+    """The interface is deleted and made again under the same name: the old socket
+    is bound to a dead ifindex, so the sensor opens a new one (root) and goes on."""
+    frames = mixed_frames(200, jumbo_every=0)
+    path = write_pcap(tmp_path / "re.pcap", frames)
+    s, out, _ = _sensor(tmp_path, veth)
+    s.start()
+    try:
+        s.wait_event("worker_started")
+        veth.replay(path, pps=4000)
+        time.sleep(0.3)
+        veth.destroy()
+        s.wait_event("interface_down")
+        veth.create()
+        s.wait_event("interface_recreated")
+        s.wait_event("worker_started", count=2)
+        time.sleep(0.3)
+        veth.replay(path, pps=4000)
+        time.sleep(0.3)
+        assert s.stop() == 0
+    finally:
+        s.kill()
+    packets, nbytes, drops, snaps = _totals(out)
+    assert (packets, nbytes, drops) == (2 * len(frames), 2 * sum(map(len, frames)), 0)
+    assert sum(d["capture"]["lost_packets"] for _, d in snaps) == 0
+    assert all(d["capture"]["lost_workers"] == [] for _, d in snaps)
