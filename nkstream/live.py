@@ -105,8 +105,8 @@ class LiveOptions:
             raise ValueError(f"workers must be between 1 and 64, not {self.workers}")
         if self.fanout not in ("hash", "cpu", "lb"):
             raise ValueError(f"unknown fanout mode {self.fanout!r} (hash, cpu or lb)")
-        if not self.interval or self.interval < 1:
-            raise ValueError(f"interval must be at least 1 second, not {self.interval}")
+        if not self.interval or self.interval < 1 or not float(self.interval).is_integer():
+            raise ValueError(f"interval must be a whole number of seconds, at least 1, not {self.interval}")
         if self.duration is not None and self.duration <= 0:
             raise ValueError("duration must be positive")
         if self.retain_count is not None and self.retain_count < 1:
@@ -749,12 +749,32 @@ class PipelineBackend:
     def write(self, path, pieces, start_ns, end_ns, sensor, capture):
         from . import _core
         from .snapshot import Snapshot, merge_snapshots
-        meta = dict(sensor, engine=capture["engine"], workers=capture["workers"], capture=capture)
+        meta = {"host": sensor["host"], "interfaces": [sensor["interface"]],
+                "engine": capture["engine"], "workers": capture["workers"]}
         snaps = [Snapshot.from_counters(counts, start_ns=start_ns, end_ns=end_ns,
                                         watch_labels=labels["watch"], peer_labels=labels["peer"],
                                         tags=labels["tag"], categories=labels["tag_category"],
                                         error_names=_core.ERROR_NAMES, sensor=meta)
                  for counts, labels in pieces]
         snap = snaps[0] if len(snaps) == 1 else merge_snapshots(snaps)
+        # The pieces are the workers' shares of one window of one sensor, not
+        # separate sources; the capture counters belong to the window as a whole.
+        snap.sources = []
+        snap.sensor = dict(meta)
+        snap.window = type(snap.window)(start_ns, end_ns)
+        per = capture["per_worker"]
+        workers = range(capture["workers"])
+        drops = {"kernel": [per.get(str(w), {}).get("drops", 0) for w in workers]}
+        if capture["engine"] == "afpacket":
+            drops["freeze_q"] = [per.get(str(w), {}).get("freeze_q", 0) for w in workers]
+        else:
+            drops["ifdrop"] = [per.get(str(w), {}).get("ifdrops", 0) for w in workers]
+        snap.drops_per_worker = drops
+        snap.lost = {"packets": capture["lost_packets"], "bytes": capture["lost_bytes"],
+                     "workers": len(capture["lost_workers"])}
         snap.write(path)
-        return {"category_bytes": snap.category_bytes() if hasattr(snap, "category_bytes") else {}}
+        cats = {}
+        if len(snap):
+            for cat, nbytes in zip(snap.names("category"), snap.columns["bytes"]):
+                cats[cat] = cats.get(cat, 0) + int(nbytes)
+        return {"category_bytes": cats}
