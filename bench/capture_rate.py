@@ -66,6 +66,9 @@ class Veth:
         out = sh(*args, str(path), timeout=600)
         text = out.stdout + out.stderr
         sent = int(re.search(r"Successful packets:\s+(\d+)", text).group(1))
+        retried = sum(int(x) for x in re.findall(r"Retried packets \(\w+\):\s+(\d+)", text))
+        if retried:
+            print(f"  tcpreplay retried {retried} sends", file=sys.stderr)
         m = re.search(r"Rated: [\d.]+ Bps, [\d.]+ Mbps, ([\d.]+) pps", text)
         return sent, float(m.group(1)) if m else float("nan")
 
@@ -164,6 +167,9 @@ def run_nkstream(veth, path, rate, loops, engine, workers, classify):
         caps = [json.loads(line) for line in open(res)]
         got = sum(c["packets"] for c in caps)
         drops = sum(c["drops"] for c in caps)
+        kern = sum(c["kernel_packets"] for c in caps)
+        if kern != got:
+            print(f"  kernel counted {kern} packets at the sockets, workers {got}", file=sys.stderr)
         return sent, pps, got, drops
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -219,8 +219,12 @@ class _KernelCounters:
     KEYS = ("packets", "drops", "freeze_q", "ifdrops")
 
     def __init__(self, src):
+        # From zero, not from a first read: the socket has been counting since the
+        # parent opened it, and packets that came before this worker started are
+        # in its ring for it to process (a restarted AF_PACKET worker likewise gets
+        # what the kernel counted since its predecessor's last read).
         self.src = src
-        self.prev = self._read()
+        self.prev = dict.fromkeys(self.KEYS, 0)
 
     def _read(self):
         st = self.src.stats()
