@@ -291,6 +291,13 @@ cdef class PcapSource:
             free(self.b.stash)
             self.b.stash = NULL
 
+    def detach(self):
+        """Drop this process's copy of a handle another process owns (inherited
+        through fork).  pcap_close() is safe there: libpcap's request to free the
+        ring fails with EBUSY while the owner still maps it, and promiscuous mode is
+        a socket membership that lives as long as the owner's socket."""
+        self.close()
+
     def __dealloc__(self):
         self.close()
 

@@ -240,9 +240,16 @@ class _KernelCounters:
 
 # -- worker ---------------------------------------------------------------------------
 
-def worker_main(idx, src, conn, opts, backend, config, resync):
-    """Body of a worker process (forked from the parent, so ``src`` is open)."""
+def worker_main(idx, sources, conn, opts, backend, config, resync):
+    """Body of a worker process (forked from the parent, so its source is open)."""
     signal.set_wakeup_fd(-1)                        # the parent's, inherited through fork
+    src = sources[idx]
+    for j, other in enumerate(sources):
+        if j != idx:
+            # A sibling's socket must not live on in this process: if that worker
+            # dies and its socket is replaced, a copy here would stay in the fanout
+            # group with nobody reading it.
+            other.detach()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)         # the parent coordinates shutdown/reload
     _log_fields.clear()
@@ -446,11 +453,11 @@ class LiveSensor:
             for s in self.sources:
                 s.close()
 
-    def _start_worker(self, idx, resync):
+    def _start_worker(self, idx, resync, restart=False):
         ctx = multiprocessing.get_context("fork")
         parent_end, child_end = ctx.Pipe(duplex=True)
         p = ctx.Process(target=worker_main, name=f"nkstream-worker-{idx}",
-                        args=(idx, self.sources[idx], child_end, self.opts, self.backend,
+                        args=(idx, self.sources, child_end, self.opts, self.backend,
                               self.config, resync), daemon=True)
         p.start()
         child_end.close()
@@ -458,7 +465,7 @@ class LiveSensor:
         self.conns[idx] = parent_end
         self.progress[idx] = (None, 0, 0)
         self.started[idx] = time.monotonic()
-        log("worker_started", worker=idx, worker_pid=p.pid, restarted=resync or None)
+        log("worker_started", worker=idx, worker_pid=p.pid, restarted=restart or None)
 
     def _supervise(self):
         o = self.opts
@@ -600,9 +607,9 @@ class LiveSensor:
                 self.stop_reason = "reopen_failed"
                 self.exit_status = 1
                 return
-            self._start_worker(idx, resync=False)
+            self._start_worker(idx, resync=False, restart=True)
         else:
-            self._start_worker(idx, resync=True)
+            self._start_worker(idx, resync=True, restart=True)
 
     def _reload(self):
         """SIGHUP: check the new tables and rules here first (a bad file changes

@@ -356,6 +356,20 @@ cdef class AfPacketRing:
             self.held = False
         self._teardown()
 
+    def detach(self):
+        """Drop this process's descriptor and mapping of a ring that another process
+        owns (a worker's copy of a sibling's ring, inherited through fork), leaving
+        the socket alone: no membership dropped, no block handed back."""
+        if self.fd >= 0:
+            so.close(self.fd)
+            self.fd = -1
+        self.promisc_joined = False
+        self.held = False
+        if self.exports > 0:
+            self.unmap_pending = True
+        else:
+            self._unmap()
+
     def __enter__(self):
         return self
 

@@ -122,19 +122,26 @@ def test_sighup_reload_good_and_bad(veth, tmp_path):
     assert len(s.events("reloaded")) == 2       # the bad file reached no worker
 
 
-def test_worker_killed_is_restarted_and_loss_reported(veth, tmp_path):
-    frames = mixed_frames(400, jumbo_every=0)
+@pytest.mark.parametrize("engine,workers", [("afpacket", 1), ("pcap", 2)])
+def test_worker_killed_is_restarted_and_loss_reported(veth, tmp_path, engine, workers):
+    """AF_PACKET: the new worker reads on from the same ring.  libpcap: the parent
+    opens a new handle, and the dead worker's socket must be gone from the fanout
+    group (no sibling may keep a copy), or its share of the traffic would vanish."""
+    frames = mixed_frames(400, flows=32, jumbo_every=0)
     path = write_pcap(tmp_path / "k.pcap", frames)
-    s, out, _ = _sensor(tmp_path, veth, interval=60)
+    s, out, _ = _sensor(tmp_path, veth, interval=60, engine=engine, workers=workers)
     s.start()
     try:
-        pid = int(s.wait_event("worker_started")[0]["worker_pid"])
+        started = s.wait_event("worker_started", count=workers)
+        pid = int(next(e for e in started if e["worker"] == "0")["worker_pid"])
         veth.replay(path, pps=4000)
         time.sleep(1.2)                             # a progress report covers all of it
         os.kill(pid, signal.SIGKILL)
         died = s.wait_event("worker_died")[0]
-        assert died["level"] == "error" and died["lost_packets"] == str(len(frames))
-        restarted = s.wait_event("worker_started", count=2)[1]
+        assert died["level"] == "error" and int(died["lost_packets"]) > 0
+        if workers == 1:
+            assert died["lost_packets"] == str(len(frames))
+        restarted = s.wait_event("worker_started", count=workers + 1)[workers]
         assert restarted["restarted"] == "True" and int(restarted["worker_pid"]) != pid
         veth.replay(path, pps=4000)                 # the new worker reads the same ring
         time.sleep(0.3)
@@ -143,9 +150,8 @@ def test_worker_killed_is_restarted_and_loss_reported(veth, tmp_path):
         s.kill()
     packets, nbytes, drops, snaps = _totals(out)
     lost = sum(d["capture"]["lost_packets"] for _, d in snaps)
-    assert lost == len(frames)
-    assert packets == len(frames) and drops == 0      # the second replay, exactly
-    assert packets + lost == 2 * len(frames)
+    assert 0 < lost <= len(frames) and drops == 0
+    assert packets + lost == 2 * len(frames)          # the second replay, all of it
     assert snaps[-1][1]["capture"]["lost_workers"] == [0]
 
 
