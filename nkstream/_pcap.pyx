@@ -278,6 +278,8 @@ cdef class PcapSource:
                pc.PCAP_ERROR_PROMISC_PERM_DENIED: _errno.EPERM,
                pc.PCAP_ERROR_IFACE_NOT_UP: _errno.ENETDOWN}.get(rc, _errno.EIO)
         msg = f"{self._ifname}: {what}: {self._message(rc)}"
+        if "disappeared" in msg:           # libpcap's words for a deleted interface
+            err = _errno.ENODEV
         if err == _errno.ENETDOWN:
             raise InterfaceDownError(err, msg)
         raise PcapError(err, msg)

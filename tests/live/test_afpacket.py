@@ -338,3 +338,19 @@ def test_kernel_blocks_walked_as_reference(veth, tmp_path):
         sender = veth.replay_async(path, pps=5000)
         capture_during([(ring_pump(ring), sink)], sender)
     assert sink.packets == len(frames) and sink.batches > 1 and sink.mismatches == 0
+
+
+def test_fanout_lb_round_robin(veth, tmp_path):
+    frames = mixed_frames(400, flows=1, jumbo_every=0)        # one flow: hash would not split it
+    path = write_pcap(tmp_path / "lb.pcap", frames)
+    group = 0x6000 + (id(veth) & 0xFFF)
+    rings = [AfPacketRing(veth.host, block_count=2, fanout="lb", fanout_group=group, worker=w)
+             for w in (0, 1)]
+    try:
+        sinks = [Collected(), Collected()]
+        capture_during([(ring_pump(r), s) for r, s in zip(rings, sinks)], veth.replay_async(path, pps=4000))
+    finally:
+        for r in rings:
+            r.close()
+    assert sinks[0].packets + sinks[1].packets == len(frames)
+    assert abs(sinks[0].packets - sinks[1].packets) <= 2       # round robin, packet by packet

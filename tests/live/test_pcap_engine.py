@@ -132,9 +132,10 @@ def test_interface_down_and_up(veth, tmp_path):
 def test_interface_deleted(veth):
     with PcapSource(veth.host) as src:
         veth.destroy()
-        with pytest.raises(OSError):
+        with pytest.raises(OSError) as ei:
             for _ in range(20):
                 src.next_batch(50)
+        assert ei.value.errno == errno.ENODEV and veth.host in str(ei.value)
 
 
 def test_errors(veth):
