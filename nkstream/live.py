@@ -425,6 +425,12 @@ class LiveSensor:
             self.config = self.backend.load()        # raises on a bad config: nothing opened yet
         self.backend.make_classifier(self.config)    # the tables and rules build
         check_interface(o.iface)
+        if o.user:
+            import pwd
+            try:
+                pwd.getpwuid(int(o.user)) if str(o.user).isdigit() else pwd.getpwnam(o.user)
+            except KeyError:
+                raise ValueError(f"no such user {o.user!r}") from None
         bpf_prog = None
         if o.bpf and o.engine == "afpacket":
             from ._pcap import compile_bpf
