@@ -25,6 +25,7 @@ include "core/decode.pxi"       # L2 -> L4 decoder, named error reasons
 include "core/source_pcap.pxi"  # pcap / pcapng record walkers -> rec_t batches
 include "core/lpm.pxi"          # IPv4 / IPv6 longest-prefix match
 include "core/rules.pxi"        # signature tables, payload signatures, TLS SNI
+include "core/rules_frame.pxi"  # tag_frame(): decode + tag one frame (tests, inspection)
 include "core/aggregate.pxi"    # counters per key, totals, error counters
 include "core/flows.pxi"        # bounded flow table, flow verdicts
 include "core/pipeline.pxi"     # Classifier: the per-batch loop tying them together

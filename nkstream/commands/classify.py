@@ -87,7 +87,6 @@ def run(args):
             raise UserError(f"{f}: no such file")
 
     cfg = load_config(args.config)
-    t0 = time.perf_counter()
     clf = Classifier.from_config(cfg)
     labels = clf.labels()
     from .. import _core
@@ -113,6 +112,7 @@ def run(args):
             written.append(s.write(path))
 
     bar, progress = (None, None) if args.no_progress else _progress_bar(files)
+    t0 = time.perf_counter()
     try:
         classify_files(files, clf, interval=args.interval, on_window=on_window,
                        progress=progress,

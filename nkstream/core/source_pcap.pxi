@@ -1,1 +1,710 @@
-# placeholder: filled by its owner (see docs/architecture.md)
+# Capture-file record walkers: classic pcap and pcapng -> rec_t batches.
+#
+# A walker is handed one contiguous buffer (the whole mmap'd file, or one chunk of a
+# pipe / gzip stream) and a position, and fills a preallocated rec_t array in a
+# `noexcept nogil` loop until the array is full, the buffer ends at a record boundary,
+# the buffer ends inside a record (a streaming reader refills and calls again from the
+# same position), or the file is damaged.  Damage is reported as a status code plus
+# the byte offset of the offending record (relative to the buffer; the caller adds the
+# buffer's file offset) and up to two values for the message; nkstream.capture turns
+# them into CaptureError / warnings.  No Python object and no allocation per packet.
+#
+# Formats:
+#   pcap:   https://www.tcpdump.org/manpages/pcap-savefile.5.html and
+#           draft-ietf-opsawg-pcap (file header, 16-byte record header; the network
+#           field's upper bits carry FCS information: the link type is the low 16 bits,
+#           as libpcap's LT_LINKTYPE() masks it).  Also the "modified" (Kuznetzov)
+#           variant, magic 0xa1b2cd34, whose record headers are 24 bytes.
+#   pcapng: draft-ietf-opsawg-pcapng (SHB 0x0A0D0D0A with byte-order magic 0x1A2B3C4D,
+#           so the byte order can change at every section; IDB 1 with if_tsresol (9)
+#           and if_tsoffset (14); EPB 6; SPB 3; obsolete Packet Block 2; every other
+#           block is skipped by its length).
+
+cdef extern from *:
+    """
+    /* Unaligned loads in an explicit byte order; compilers turn these into one load
+       (plus bswap for the foreign order). */
+    static inline uint16_t nkr_rd16(const uint8_t *p, int big) {
+        return big ? (uint16_t)(((uint16_t)p[0] << 8) | p[1])
+                   : (uint16_t)(((uint16_t)p[1] << 8) | p[0]);
+    }
+    static inline uint32_t nkr_rd32(const uint8_t *p, int big) {
+        return big ? (((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3])
+                   : (((uint32_t)p[3] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[1] << 8) | p[0]);
+    }
+    /* Records are walked by chasing lengths: the next header's address is known only
+       once this one is read, so without help every record would cost a full memory
+       latency.  The walkers instead keep a prefetch frontier NKR_PF_DIST bytes ahead
+       of the current record and touch every cache line up to it, turning the chase
+       into a sequential stream the memory system can overlap (prefetches never
+       fault; the frontier stays inside the buffer). */
+    #define NKR_PF_DIST 8192
+    #define NKR_LINE 64
+    #if defined(__GNUC__) || defined(__clang__)
+    #define nkr_prefetch(p) __builtin_prefetch((const void *)(p), 0, 3)
+    #else
+    #define nkr_prefetch(p) ((void)0)
+    #endif
+    """
+    uint16_t nkr_rd16(const uint8_t* p, int big) nogil
+    uint32_t nkr_rd32(const uint8_t* p, int big) nogil
+    void nkr_prefetch(const uint8_t* p) nogil
+    uint64_t NKR_PF_DIST
+    uint64_t NKR_LINE
+
+# Limits.  MAX_CAPLEN is libpcap's MAXIMUM_SNAPLEN: no capture tool writes a longer
+# record, so a larger length means a damaged file.  MAX_BLOCK bounds what a streaming
+# reader must hold in memory for one pcapng block (packet or not).
+cdef enum:
+    MAX_CAPLEN = 262144
+    MAX_BLOCK = 16 * 1024 * 1024
+    MAX_IFACES = 65535           # rec_t.iface is 16 bits
+    PCAPNG_OPT_SLACK = 65536     # options allowed after a packet's data before a
+                                 # block that runs past EOF counts as damage, not truncation
+    NONPKT_TRUNC_MAX = 1048576   # a non-packet block cut at EOF is truncation if <= this
+
+# Walk status (walk_t is stopped for one of these reasons).
+cdef enum:
+    WALK_FULL = 0        # the rec_t array is full
+    WALK_END = 1         # the buffer ends exactly at a record boundary
+    WALK_MORE = 2        # the buffer ends inside a record: w.need bytes from w.pos needed
+    WALK_TRUNCATED = 3   # at EOF, the last record is cut short (warning: packets kept)
+    WERR_BAD_MAGIC = 16      # pcapng SHB byte-order magic (val: the magic)
+    WERR_VERSION = 17        # unsupported pcapng major version (val)
+    WERR_BLOCK_ALIGN = 18    # block length not a multiple of 4 (val)
+    WERR_BLOCK_SHORT = 19    # block length below its type's minimum (val, val2 = minimum)
+    WERR_BLOCK_TRAILER = 20  # trailing block length differs from the leading one
+    WERR_BLOCK_TOO_BIG = 21  # block length over MAX_BLOCK (val)
+    WERR_CAPLEN_TOO_BIG = 22 # record caplen over MAX_CAPLEN (val)
+    WERR_CAPLEN_BLOCK = 23   # record caplen exceeds its block (val, val2 = space)
+    WERR_BEYOND_EOF = 24     # record length runs past the end of the file (val, val2 = bytes left)
+    WERR_BAD_IFACE = 25      # packet refers to an undefined interface (val, val2 = defined)
+    WERR_TOO_MANY_IFACES = 26
+    WERR_NOMEM = 27
+    WERR_TSRESOL = 28        # if_tsresol not representable (val)
+    WERR_OPTION = 29         # IDB option runs past its block (val = option code)
+    WERR_NOT_SHB = 30        # pcapng data does not start with a Section Header Block
+
+ctypedef struct nkr_iface_t:
+    uint16_t linktype
+    uint32_t snaplen       # 0 = no limit
+    uint8_t  tsresol       # raw if_tsresol byte (default 6: microseconds)
+    uint8_t  pow2          # if_tsresol MSB set: 2^-n units
+    uint8_t  shift         # pow2: n
+    uint64_t mul, div      # pow10: ns = ticks * mul / div (one of them is 1)
+    int64_t  off_ns        # if_tsoffset, in ns
+    uint32_t section
+
+ctypedef struct walk_t:
+    int      fmt           # 1 pcap, 2 pcapng
+    int      big           # current byte order is big-endian
+    # pcap
+    uint32_t hdrlen        # record header length: 16, or 24 for the modified format
+    int64_t  tsmul         # fraction -> ns: 1000 (us) or 1 (ns)
+    uint16_t linktype
+    uint32_t snaplen
+    # pcapng
+    int      have_shb
+    uint32_t section       # sections seen
+    uint32_t if_base       # first interface index of the current section
+    uint32_t nif           # interfaces defined so far, all sections (global indices)
+    uint32_t if_cap
+    nkr_iface_t* ifs
+    # result of the last walk
+    uint64_t pos           # next unread byte of the buffer
+    uint64_t need          # WALK_MORE: bytes needed from pos
+    uint64_t err_off       # offset (in the buffer) of the record the status is about
+    uint64_t err_val, err_val2
+    # totals over all walks
+    uint64_t packets, wirebytes, capbytes, blocks_skipped
+
+
+cdef inline int64_t nkr_ticks_ns(const nkr_iface_t* f, uint64_t t) noexcept nogil:
+    """pcapng timestamp ticks -> ns since the epoch (if_tsresol, if_tsoffset)."""
+    cdef uint64_t sec, frac, fns
+    if f.pow2:
+        if f.shift == 0:
+            return <int64_t>(t * 1000000000ULL) + f.off_ns
+        sec = t >> f.shift
+        frac = t & ((1ULL << f.shift) - 1)
+        if f.shift <= 33:      # frac < 2^33, frac * 1e9 < 2^63: exact in 64 bits
+            fns = (frac * 1000000000ULL) >> f.shift
+        else:
+            fns = <uint64_t>((<double>frac * 1e9) / <double>(1ULL << f.shift))
+        return <int64_t>(sec * 1000000000ULL + fns) + f.off_ns
+    if f.div == 1:
+        return <int64_t>(t * f.mul) + f.off_ns
+    return <int64_t>(t // f.div) + f.off_ns
+
+
+cdef int nkr_add_iface(walk_t* w, const uint8_t* p, uint32_t blen) noexcept nogil:
+    """Parse an Interface Description Block (p at its start, blen validated, whole block
+    present) and append it.  Returns 0 or a WERR_* code (w.err_val set)."""
+    cdef int big = w.big
+    cdef nkr_iface_t* f
+    cdef nkr_iface_t* grown
+    cdef uint32_t cap, optpos, optend, code, olen, e
+    cdef uint64_t off_s
+    cdef uint8_t r
+    if w.nif >= MAX_IFACES:
+        return WERR_TOO_MANY_IFACES
+    if w.nif >= w.if_cap:
+        cap = w.if_cap * 2 if w.if_cap else 16
+        grown = <nkr_iface_t*>realloc(w.ifs, cap * sizeof(nkr_iface_t))
+        if grown == NULL:
+            return WERR_NOMEM
+        w.ifs = grown
+        w.if_cap = cap
+    f = &w.ifs[w.nif]
+    memset(f, 0, sizeof(nkr_iface_t))
+    f.linktype = nkr_rd16(p + 8, big)
+    f.snaplen = nkr_rd32(p + 12, big)
+    f.section = w.section
+    f.tsresol = 6
+    off_s = 0
+    # Options: code u16, length u16, value padded to 32 bits; opt_endofopt ends them.
+    optpos = 16
+    optend = blen - 4
+    while optpos + 4 <= optend:
+        code = nkr_rd16(p + optpos, big)
+        olen = nkr_rd16(p + optpos + 2, big)
+        if code == 0:
+            break
+        if optpos + 4 + olen > optend:
+            w.err_val = code
+            return WERR_OPTION
+        if code == 9 and olen >= 1:          # if_tsresol
+            f.tsresol = p[optpos + 4]
+        elif code == 14 and olen == 8:       # if_tsoffset: signed seconds
+            if big:
+                off_s = (<uint64_t>nkr_rd32(p + optpos + 4, 1) << 32) | nkr_rd32(p + optpos + 8, 1)
+            else:
+                off_s = (<uint64_t>nkr_rd32(p + optpos + 8, 0) << 32) | nkr_rd32(p + optpos + 4, 0)
+        optpos += 4 + ((olen + 3) & ~3u)
+    r = f.tsresol
+    if r & 0x80:
+        e = r & 0x7F
+        if e >= 64:
+            w.err_val = r
+            return WERR_TSRESOL
+        f.pow2 = 1
+        f.shift = <uint8_t>e
+    else:
+        e = r
+        if e > 18:
+            w.err_val = r
+            return WERR_TSRESOL
+        f.mul = 1
+        f.div = 1
+        while e < 9:
+            f.mul *= 10
+            e += 1
+        while e > 9:
+            f.div *= 10
+            e -= 1
+    f.off_ns = <int64_t>(off_s * 1000000000ULL)
+    w.nif += 1
+    return 0
+
+
+cdef int nkr_pcap_walk(walk_t* w, const uint8_t* buf, uint64_t buflen, uint64_t base,
+                       rec_t* recs, Py_ssize_t maxrec, Py_ssize_t* nout,
+                       bint at_eof) noexcept nogil:
+    """Classic pcap records from w.pos.  rec.off is relative to `base`."""
+    cdef uint64_t pos = w.pos
+    cdef uint64_t avail
+    cdef Py_ssize_t n = 0
+    cdef int big = w.big
+    cdef uint32_t hl = w.hdrlen
+    cdef uint32_t sec, frac, caplen = 0, wirelen = 0
+    cdef int64_t tsmul = w.tsmul
+    cdef uint16_t lt = w.linktype
+    cdef uint64_t wb = 0, cb = 0
+    cdef const uint8_t* p
+    cdef rec_t* r
+    cdef int rc
+    cdef bint have_hdr = False
+    cdef uint64_t pf = pos          # prefetch frontier
+    cdef uint64_t pf_end
+    while True:
+        if n >= maxrec:
+            rc = WALK_FULL
+            break
+        avail = buflen - pos
+        if avail == 0:
+            rc = WALK_END
+            break
+        pf_end = pos + NKR_PF_DIST
+        if pf_end > buflen:
+            pf_end = buflen
+        while pf < pf_end:
+            nkr_prefetch(buf + pf)
+            pf += NKR_LINE
+        if avail < hl:
+            have_hdr = False
+            w.need = hl
+            rc = WALK_MORE
+            break
+        p = buf + pos
+        sec = nkr_rd32(p, big)
+        frac = nkr_rd32(p + 4, big)
+        caplen = nkr_rd32(p + 8, big)
+        wirelen = nkr_rd32(p + 12, big)
+        if caplen > MAX_CAPLEN:
+            w.err_off = pos
+            w.err_val = caplen
+            rc = WERR_CAPLEN_TOO_BIG
+            break
+        if avail - hl < caplen:
+            have_hdr = True
+            w.need = hl + caplen
+            rc = WALK_MORE
+            break
+        r = &recs[n]
+        r.ts_ns = <int64_t>sec * 1000000000 + <int64_t>frac * tsmul
+        r.off = pos + hl - base
+        r.caplen = caplen
+        r.wirelen = wirelen
+        r.linktype = lt
+        r.vlan_tci = 0
+        r.vlan_tpid = 0
+        r.iface = 0
+        wb += wirelen
+        cb += caplen
+        n += 1
+        pos += hl + caplen
+    if rc == WALK_MORE:
+        w.err_off = pos
+        if at_eof:
+            # The file ends inside this record.  A header that is self-consistent
+            # (caplen within the snap length and the wire length) means the capture
+            # was cut while being written: a truncated last record.  Otherwise the
+            # length field itself is damaged: the record runs beyond the file.
+            w.err_val = caplen if have_hdr else 0
+            w.err_val2 = avail - hl if have_hdr else avail
+            if (not have_hdr or (caplen <= wirelen and
+                    (w.snaplen == 0 or w.snaplen > MAX_CAPLEN or caplen <= w.snaplen))):
+                rc = WALK_TRUNCATED
+            else:
+                rc = WERR_BEYOND_EOF
+    w.pos = pos
+    w.packets += n
+    w.wirebytes += wb
+    w.capbytes += cb
+    nout[0] = n
+    return rc
+
+
+cdef int nkr_pcapng_walk(walk_t* w, const uint8_t* buf, uint64_t buflen, uint64_t base,
+                         rec_t* recs, Py_ssize_t maxrec, Py_ssize_t* nout,
+                         bint at_eof) noexcept nogil:
+    """pcapng blocks from w.pos.  rec.off is relative to `base`; rec.iface is the
+    interface's global index (over all sections)."""
+    cdef uint64_t pos = w.pos
+    cdef uint64_t avail = 0
+    cdef Py_ssize_t n = 0
+    cdef int big
+    cdef uint32_t btype, blen = 0, caplen = 0, origlen = 0, ifid, minlen, space, snap
+    cdef uint32_t dataoff
+    cdef uint64_t ticks
+    cdef const uint8_t* p
+    cdef rec_t* r
+    cdef const nkr_iface_t* f
+    cdef int rc = WALK_END
+    cdef int e
+    cdef bint pkt = False, have_fixed = False
+    cdef uint64_t pf = pos          # prefetch frontier
+    cdef uint64_t pf_end
+    while True:
+        if n >= maxrec:
+            rc = WALK_FULL
+            break
+        avail = buflen - pos
+        if avail == 0:
+            rc = WALK_END
+            break
+        pf_end = pos + NKR_PF_DIST
+        if pf_end > buflen:
+            pf_end = buflen
+        while pf < pf_end:
+            nkr_prefetch(buf + pf)
+            pf += NKR_LINE
+        pkt = False
+        have_fixed = False
+        blen = 0
+        if avail < 12:
+            w.need = 12
+            rc = WALK_MORE
+            break
+        p = buf + pos
+        if p[0] == 0x0A and p[1] == 0x0D and p[2] == 0x0D and p[3] == 0x0A:
+            # Section Header Block: its byte-order magic sets the order of the section.
+            if p[8] == 0x1A and p[9] == 0x2B and p[10] == 0x3C and p[11] == 0x4D:
+                big = 1
+            elif p[8] == 0x4D and p[9] == 0x3C and p[10] == 0x2B and p[11] == 0x1A:
+                big = 0
+            else:
+                w.err_off = pos
+                w.err_val = nkr_rd32(p + 8, 1)
+                rc = WERR_BAD_MAGIC
+                break
+            blen = nkr_rd32(p + 4, big)
+            minlen = 28
+            if blen & 3:
+                w.err_off = pos
+                w.err_val = blen
+                rc = WERR_BLOCK_ALIGN
+                break
+            if blen < minlen:
+                w.err_off = pos
+                w.err_val = blen
+                w.err_val2 = minlen
+                rc = WERR_BLOCK_SHORT
+                break
+            if blen > MAX_BLOCK:
+                w.err_off = pos
+                w.err_val = blen
+                rc = WERR_BLOCK_TOO_BIG
+                break
+            if avail < blen:
+                w.need = blen
+                rc = WALK_MORE
+                break
+            if nkr_rd32(p + blen - 4, big) != blen:
+                w.err_off = pos
+                w.err_val = blen
+                w.err_val2 = nkr_rd32(p + blen - 4, big)
+                rc = WERR_BLOCK_TRAILER
+                break
+            if nkr_rd16(p + 12, big) != 1:
+                w.err_off = pos
+                w.err_val = nkr_rd16(p + 12, big)
+                rc = WERR_VERSION
+                break
+            w.big = big
+            w.have_shb = 1
+            w.section += 1
+            w.if_base = w.nif   # interface ids restart at 0 in every section
+            pos += blen
+            continue
+        if not w.have_shb:
+            w.err_off = pos
+            w.err_val = nkr_rd32(p, 1)
+            rc = WERR_NOT_SHB
+            break
+        big = w.big
+        btype = nkr_rd32(p, big)
+        blen = nkr_rd32(p + 4, big)
+        if btype == 6 or btype == 2:
+            minlen = 32
+            pkt = True
+        elif btype == 3:
+            minlen = 16
+            pkt = True
+        elif btype == 1:
+            minlen = 20
+        else:
+            minlen = 12
+        if blen & 3:
+            w.err_off = pos
+            w.err_val = blen
+            rc = WERR_BLOCK_ALIGN
+            break
+        if blen < minlen:
+            w.err_off = pos
+            w.err_val = blen
+            w.err_val2 = minlen
+            rc = WERR_BLOCK_SHORT
+            break
+        if blen > MAX_BLOCK:
+            w.err_off = pos
+            w.err_val = blen
+            rc = WERR_BLOCK_TOO_BIG
+            break
+        if btype == 6 or btype == 2:
+            # EPB: if_id u32, ts hi u32, ts lo u32, caplen u32, origlen u32, data.
+            # Obsolete PB: if_id u16, drops u16, then the same.
+            if avail < 28:
+                w.need = blen
+                rc = WALK_MORE
+                break
+            have_fixed = True
+            caplen = nkr_rd32(p + 20, big)
+            origlen = nkr_rd32(p + 24, big)
+            ifid = nkr_rd32(p + 8, big) if btype == 6 else nkr_rd16(p + 8, big)
+            if caplen > MAX_CAPLEN:
+                w.err_off = pos
+                w.err_val = caplen
+                rc = WERR_CAPLEN_TOO_BIG
+                break
+            if caplen > blen - 32:
+                w.err_off = pos
+                w.err_val = caplen
+                w.err_val2 = blen - 32
+                rc = WERR_CAPLEN_BLOCK
+                break
+            if ifid >= w.nif - w.if_base:
+                w.err_off = pos
+                w.err_val = ifid
+                w.err_val2 = w.nif - w.if_base
+                rc = WERR_BAD_IFACE
+                break
+            if avail < blen:
+                w.need = blen
+                rc = WALK_MORE
+                break
+            if nkr_rd32(p + blen - 4, big) != blen:
+                w.err_off = pos
+                w.err_val = blen
+                w.err_val2 = nkr_rd32(p + blen - 4, big)
+                rc = WERR_BLOCK_TRAILER
+                break
+            f = &w.ifs[w.if_base + ifid]
+            ticks = (<uint64_t>nkr_rd32(p + 12, big) << 32) | nkr_rd32(p + 16, big)
+            r = &recs[n]
+            r.ts_ns = nkr_ticks_ns(f, ticks)
+            r.off = pos + 28 - base
+            r.caplen = caplen
+            r.wirelen = origlen
+            r.linktype = f.linktype
+            r.vlan_tci = 0
+            r.vlan_tpid = 0
+            r.iface = <uint16_t>(w.if_base + ifid)
+            w.wirebytes += origlen
+            w.capbytes += caplen
+            n += 1
+            pos += blen
+            continue
+        if btype == 3:
+            # SPB: original length u32, then data; no timestamp, no interface id
+            # (always interface 0); the captured length is implied:
+            # min(original length, snaplen, the block's data space).
+            if w.nif - w.if_base == 0:
+                w.err_off = pos
+                w.err_val = 0
+                w.err_val2 = 0
+                rc = WERR_BAD_IFACE
+                break
+            # (have_fixed stays False: an SPB cut at EOF is always a truncation, as
+            # its captured length is implied by the block length itself.)
+            origlen = nkr_rd32(p + 8, big)
+            space = blen - 16
+            f = &w.ifs[w.if_base]
+            snap = f.snaplen
+            caplen = origlen
+            if snap != 0 and caplen > snap:
+                caplen = snap
+            if caplen > space:
+                caplen = space
+            if caplen > MAX_CAPLEN:
+                w.err_off = pos
+                w.err_val = caplen
+                rc = WERR_CAPLEN_TOO_BIG
+                break
+            if avail < blen:
+                w.need = blen
+                rc = WALK_MORE
+                break
+            if nkr_rd32(p + blen - 4, big) != blen:
+                w.err_off = pos
+                w.err_val = blen
+                w.err_val2 = nkr_rd32(p + blen - 4, big)
+                rc = WERR_BLOCK_TRAILER
+                break
+            r = &recs[n]
+            r.ts_ns = 0
+            r.off = pos + 12 - base
+            r.caplen = caplen
+            r.wirelen = origlen
+            r.linktype = f.linktype
+            r.vlan_tci = 0
+            r.vlan_tpid = 0
+            r.iface = <uint16_t>w.if_base
+            w.wirebytes += origlen
+            w.capbytes += caplen
+            n += 1
+            pos += blen
+            continue
+        # Any other block (IDB handled, NRB, ISB, DSB, custom ...): whole block, skip.
+        if avail < blen:
+            w.need = blen
+            rc = WALK_MORE
+            break
+        if nkr_rd32(p + blen - 4, big) != blen:
+            w.err_off = pos
+            w.err_val = blen
+            w.err_val2 = nkr_rd32(p + blen - 4, big)
+            rc = WERR_BLOCK_TRAILER
+            break
+        if btype == 1:
+            e = nkr_add_iface(w, p, blen)
+            if e != 0:
+                w.err_off = pos
+                rc = e
+                break
+        else:
+            w.blocks_skipped += 1
+        pos += blen
+    if rc == WALK_MORE:
+        w.err_off = pos
+        if at_eof:
+            # Cut at EOF: a block whose header fits what it claims to hold is a capture
+            # cut while being written (truncated last record); a length far beyond what
+            # the block could hold means the length field is damaged.
+            w.err_val = blen
+            w.err_val2 = avail
+            if avail < 12:
+                rc = WALK_TRUNCATED
+            elif pkt and have_fixed:
+                space = ((caplen + 3) & ~3u) + 32
+                if blen <= space + PCAPNG_OPT_SLACK and caplen <= origlen:
+                    rc = WALK_TRUNCATED
+                else:
+                    rc = WERR_BEYOND_EOF
+            elif pkt:
+                rc = WALK_TRUNCATED
+            elif blen <= NONPKT_TRUNC_MAX:
+                rc = WALK_TRUNCATED
+            else:
+                rc = WERR_BEYOND_EOF
+    w.pos = pos
+    w.packets += n
+    nout[0] = n
+    return rc
+
+
+cdef class RecordWalker:
+    """Native record walker for one capture file (pcap or pcapng).
+
+    Python drives it once per batch: ``walk(buf, pos, recs, base, at_eof)`` fills
+    ``recs`` (a REC_DTYPE array) from ``buf[pos:]`` and returns ``(n, status)``; the
+    position reached, the bytes still needed and the damage details are attributes.
+    See nkstream/capture.py for the reader built on it.
+    """
+    cdef walk_t w
+
+    def __cinit__(self):
+        memset(&self.w, 0, sizeof(walk_t))
+
+    def __dealloc__(self):
+        free(self.w.ifs)
+        self.w.ifs = NULL
+
+    def set_pcap(self, bint big, bint nsec, uint32_t hdrlen, uint32_t linktype,
+                 uint32_t snaplen):
+        """Configure for classic pcap records (values from the 24-byte file header)."""
+        self.w.fmt = 1
+        self.w.big = big
+        self.w.tsmul = 1 if nsec else 1000
+        self.w.hdrlen = hdrlen
+        self.w.linktype = <uint16_t>(linktype & 0xFFFF)
+        self.w.snaplen = snaplen
+
+    def set_pcapng(self):
+        """Configure for pcapng blocks; the data must start with a Section Header."""
+        self.w.fmt = 2
+
+    def walk(self, buf, uint64_t pos, cnp.ndarray recs, uint64_t base=0, bint at_eof=True):
+        """Fill ``recs`` from ``buf[pos:]``; returns ``(n, status)`` (WALK_* / WERR_*)."""
+        cdef const uint8_t[::1] mv = buf
+        cdef const uint8_t* p = NULL
+        cdef uint64_t buflen = mv.shape[0]
+        cdef Py_ssize_t maxrec, n = 0
+        cdef rec_t* rp
+        cdef int rc
+        if recs.dtype != REC_DTYPE or not recs.flags.c_contiguous or not recs.flags.writeable:
+            raise ValueError("recs must be a writable C-contiguous REC_DTYPE array")
+        if recs.ndim != 1:
+            raise ValueError("recs must be one-dimensional")
+        if pos > buflen:
+            raise ValueError("position beyond the buffer")
+        if base > pos:
+            raise ValueError("base beyond the position")
+        if self.w.fmt == 0:
+            raise ValueError("walker not configured: call set_pcap() or set_pcapng()")
+        maxrec = recs.shape[0]
+        rp = <rec_t*>cnp.PyArray_DATA(recs)
+        if buflen:
+            p = &mv[0]
+        self.w.pos = pos
+        self.w.need = 0
+        with nogil:
+            if self.w.fmt == 1:
+                rc = nkr_pcap_walk(&self.w, p, buflen, base, rp, maxrec, &n, at_eof)
+            else:
+                rc = nkr_pcapng_walk(&self.w, p, buflen, base, rp, maxrec, &n, at_eof)
+        return n, rc
+
+    @property
+    def pos(self):
+        return self.w.pos
+
+    @property
+    def need(self):
+        return self.w.need
+
+    @property
+    def err_off(self):
+        return self.w.err_off
+
+    @property
+    def err_val(self):
+        return self.w.err_val
+
+    @property
+    def err_val2(self):
+        return self.w.err_val2
+
+    @property
+    def packets(self):
+        return self.w.packets
+
+    @property
+    def wirebytes(self):
+        return self.w.wirebytes
+
+    @property
+    def capbytes(self):
+        return self.w.capbytes
+
+    @property
+    def blocks_skipped(self):
+        return self.w.blocks_skipped
+
+    @property
+    def sections(self):
+        return self.w.section
+
+    @property
+    def big_endian(self):
+        return bool(self.w.big)
+
+    @property
+    def n_interfaces(self):
+        return self.w.nif if self.w.fmt == 2 else 1
+
+    def interface(self, uint32_t i):
+        """pcapng interface ``i`` (global index) as a dict."""
+        cdef nkr_iface_t* f
+        if self.w.fmt != 2:
+            return {"linktype": self.w.linktype, "snaplen": self.w.snaplen,
+                    "tsresol": 9 if self.w.tsmul == 1 else 6, "tsoffset": 0, "section": 0}
+        if i >= self.w.nif:
+            raise IndexError(i)
+        f = &self.w.ifs[i]
+        return {"linktype": f.linktype, "snaplen": f.snaplen, "tsresol": f.tsresol,
+                "tsoffset": f.off_ns // 1000000000, "section": f.section - 1}
+
+
+WALK_STATUS = {
+    "full": WALK_FULL, "end": WALK_END, "more": WALK_MORE, "truncated": WALK_TRUNCATED,
+    "bad_magic": WERR_BAD_MAGIC, "version": WERR_VERSION, "block_align": WERR_BLOCK_ALIGN,
+    "block_short": WERR_BLOCK_SHORT, "block_trailer": WERR_BLOCK_TRAILER,
+    "block_too_big": WERR_BLOCK_TOO_BIG, "caplen_too_big": WERR_CAPLEN_TOO_BIG,
+    "caplen_block": WERR_CAPLEN_BLOCK, "beyond_eof": WERR_BEYOND_EOF,
+    "bad_iface": WERR_BAD_IFACE, "too_many_ifaces": WERR_TOO_MANY_IFACES,
+    "nomem": WERR_NOMEM, "tsresol": WERR_TSRESOL, "option": WERR_OPTION,
+    "not_shb": WERR_NOT_SHB,
+}
+MAX_RECORD_CAPLEN = MAX_CAPLEN
+MAX_PCAPNG_BLOCK = MAX_BLOCK

@@ -1,0 +1,190 @@
+"""`nkstream decode FILE [--limit N]`: one JSON object per packet.
+
+The inspection tool analysts use and the interface our cross-checks rely on.  Each
+line is one packet, in capture order:
+
+  ts         capture time, ns since the Unix epoch
+  caplen     bytes captured;  len: bytes on the wire
+  linktype   LINKTYPE_* of the packet (pcapng: of its interface)
+  vlan       802.1Q/802.1ad VLAN ids, outermost first (at most 4 are stored; `nvlan`
+             counts all the tags seen)
+  ipver      4, 6 or null;  src, dst: addresses as text, or null
+  proto      IP protocol number (after IPv6 extension headers), or null
+  sport, dport  TCP/UDP/SCTP ports, or null (non-first fragments have none)
+  frag       true for an IP fragment
+  tcp_flags  TCP flags byte (TCP only), or null
+  gre        {"ver", "ptype", "key"} for GRE (PPTP: ver 1, ptype 0x880B = 34827), or null
+  spi        ESP/AH security parameter index, or null
+  payload    bytes of L4 payload captured, or null
+  tag, category, src_label, dst_label   null until the classifier lands
+  error      the reason the packet could not be decoded fully, or null
+
+Per-packet columns come from the native decoder in one call per batch
+(`nkstream._core.decode_columns`); only the JSON formatting here is per packet, which
+is what an inspection tool is for.  A damaged capture ends the output with a one-line
+error naming the file and offset (exit 1) after every good packet before the damage;
+a truncated last record is reported on stderr as a warning (exit 0).
+"""
+import ipaddress
+import json
+import os
+import sys
+
+# decode flags, as in nkstream/core/types.pxi
+PF_IP = 0x01
+PF_PROTO = 0x02
+PF_PORTS = 0x04
+PF_FRAG = 0x08
+PF_GRE = 0x20
+PF_SPI = 0x40
+PF_PAYLOAD = 0x80
+
+IPPROTO_TCP = 6
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "decode",
+        help="print one JSON object per packet of a capture",
+        description="Decode every packet of a pcap/pcapng capture (optionally "
+                    "gzip-compressed; '-' reads standard input) and print one JSON "
+                    "object per packet: ts (ns), caplen, len, vlan, src, dst, proto, "
+                    "sport, dport, tag, category, src_label, dst_label, error, ...",
+    )
+    p.add_argument("file", metavar="FILE", help="capture file, or - for standard input")
+    p.add_argument("--limit", type=_nonneg_int, metavar="N", default=None,
+                   help="stop after N packets")
+    return p
+
+
+def _nonneg_int(text):
+    import argparse
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return n
+
+
+class _AddrText:
+    """Address bytes -> text via `ipaddress`, memoised (captures repeat addresses)."""
+
+    def __init__(self):
+        self.cache = {}
+
+    def __call__(self, ipver, raw16):
+        key = raw16[:4] if ipver == 4 else raw16
+        text = self.cache.get(key)
+        if text is None:
+            addr = ipaddress.IPv4Address(key) if ipver == 4 else ipaddress.IPv6Address(key)
+            text = str(addr)
+            if len(self.cache) > 1 << 16:
+                self.cache.clear()
+            self.cache[key] = text
+        return text
+
+
+def format_batch(recs, cols, error_names, addr_text):
+    """JSON lines (one string) for one batch of records and their decoded columns."""
+    n = len(recs)
+    ts = recs["ts_ns"].tolist()
+    caplen = recs["caplen"].tolist()
+    wirelen = recs["wirelen"].tolist()
+    linktype = recs["linktype"].tolist()
+    error = cols["error"].tolist()
+    ipver = cols["ipver"].tolist()
+    proto = cols["proto"].tolist()
+    flags = cols["flags"].tolist()
+    nvlan = cols["nvlan"].tolist()
+    vlan = cols["vlan"].tolist()
+    sport = cols["sport"].tolist()
+    dport = cols["dport"].tolist()
+    src = cols["src"]
+    dst = cols["dst"]
+    src_b = src.tobytes()
+    dst_b = dst.tobytes()
+    gre_ver = cols["gre_ver"].tolist()
+    gre_ptype = cols["gre_ptype"].tolist()
+    gre_key = cols["gre_key"].tolist()
+    spi = cols["spi"].tolist()
+    tcp_flags = cols["tcp_flags"].tolist()
+    l4_len = cols["l4_len"].tolist()
+    dumps = json.JSONEncoder(separators=(", ", ": ")).encode
+    out = []
+    for i in range(n):
+        f = flags[i]
+        has_ip = f & PF_IP
+        v = ipver[i]
+        has_ports = f & PF_PORTS
+        nv = nvlan[i]
+        obj = {
+            "ts": ts[i],
+            "caplen": caplen[i],
+            "len": wirelen[i],
+            "linktype": linktype[i],
+            "vlan": vlan[i][:min(nv, len(vlan[i]))],
+            "nvlan": nv,
+            "ipver": v if v else None,
+            "src": addr_text(v, src_b[16 * i:16 * i + 16]) if has_ip else None,
+            "dst": addr_text(v, dst_b[16 * i:16 * i + 16]) if has_ip else None,
+            "proto": proto[i] if f & PF_PROTO else None,
+            "sport": sport[i] if has_ports else None,
+            "dport": dport[i] if has_ports else None,
+            "frag": bool(f & PF_FRAG),
+            "tcp_flags": tcp_flags[i] if has_ports and proto[i] == IPPROTO_TCP else None,
+            "gre": ({"ver": gre_ver[i], "ptype": gre_ptype[i], "key": gre_key[i]}
+                    if f & PF_GRE else None),
+            "spi": spi[i] if f & PF_SPI else None,
+            "payload": l4_len[i] if f & PF_PAYLOAD else None,
+            "tag": None,
+            "category": None,
+            "src_label": None,
+            "dst_label": None,
+            "error": error_names[error[i]],
+        }
+        out.append(dumps(obj))
+    out.append("")
+    return "\n".join(out)
+
+
+def run(args):
+    from nkstream import _core
+    from nkstream.capture import CaptureError, open_capture
+    from nkstream.cli import UserError
+
+    limit = args.limit
+    addr_text = _AddrText()
+    names = _core.ERROR_NAMES
+    stdout = sys.stdout
+    try:
+        cap = open_capture(args.file)
+    except CaptureError as exc:
+        raise UserError(str(exc)) from None
+    written = 0
+    try:
+        with cap:
+            try:
+                for data, recs in cap:
+                    if limit is not None:
+                        if written >= limit:
+                            break
+                        recs = recs[:limit - written]
+                    cols = _core.decode_columns(data, recs)
+                    stdout.write(format_batch(recs, cols, names, addr_text))
+                    written += len(recs)
+            except CaptureError as exc:
+                stdout.flush()
+                raise UserError(str(exc)) from None
+            stdout.flush()
+            for w in cap.warnings:
+                print(f"nkstream decode: warning: {w}", file=sys.stderr)
+    except BrokenPipeError:
+        # `nkstream decode big.pcap | head`: the reader went away.  Point stdout at
+        # /dev/null so the interpreter's final flush does not complain again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stdout.fileno())
+        os.close(devnull)
+        return 0
+    return 0
