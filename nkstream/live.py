@@ -449,6 +449,9 @@ class LiveSensor:
                 # not be able to read this Python installation (e.g. under /root).
                 import multiprocessing.popen_fork  # noqa: F401
                 import pwd  # noqa: F401
+                preload = getattr(self.backend, "preload", None)
+                if preload is not None:
+                    preload()
                 pw = drop_privileges(o.user)
                 log("privileges_dropped", user=pw.pw_name, uid=pw.pw_uid, gid=pw.pw_gid)
             if not os.access(o.out_dir, os.W_OK | os.X_OK):
@@ -745,6 +748,19 @@ class PipelineBackend:
     def load(self):
         from .config import load_config
         return load_config(self.path)
+
+    @staticmethod
+    def preload():
+        """Import now what writing snapshots and reloading tables import lazily:
+        after --user the Python installation may not be readable any more."""
+        import csv  # noqa: F401
+        import gzip  # noqa: F401
+        import ipaddress  # noqa: F401
+        import json  # noqa: F401
+
+        import msgpack  # noqa: F401
+
+        from . import classify, config, prefixes, rules, snapshot  # noqa: F401
 
     @staticmethod
     def settings(cfg):
