@@ -13,6 +13,8 @@ tcpreplay sends a generated capture (small and mixed frames over many flows, som
 * tcpdump -i IFACE -w /dev/null (libpcap, default buffer), the reference;
 * nkstream's AF_PACKET engine with 1 and 2 workers (fanout hash);
 * nkstream's libpcap engine with 1 and 2 workers;
+* the AF_PACKET engine again with tcpdump's buffer size (2 MiB, ``@2M``), since the
+  sensor's default ring (64 MiB per worker) absorbs bursts tcpdump's cannot;
 
 the nkstream setups run the live sensor itself (nkstream.live.LiveSensor: worker
 processes, windows, the classifier when the pipeline is built, unless
@@ -60,17 +62,25 @@ class Veth:
         sh("ip", "link", "del", self.host, check=False)
         sh("ip", "netns", "del", self.ns, check=False)
 
+    senders = 1
+
     def replay(self, path, rate, loops):
+        """Send with ``senders`` tcpreplay processes at once (each at rate/senders);
+        returns (packets sent, achieved packets/s summed over the senders)."""
         args = ["ip", "netns", "exec", self.ns, "tcpreplay", "-i", self.peer, f"--loop={loops}"]
-        args += ["--topspeed"] if rate == "top" else [f"--pps={rate}"]
-        out = sh(*args, str(path), timeout=600)
-        text = out.stdout + out.stderr
-        sent = int(re.search(r"Successful packets:\s+(\d+)", text).group(1))
-        retried = sum(int(x) for x in re.findall(r"Retried packets \(\w+\):\s+(\d+)", text))
-        if retried:
-            print(f"  tcpreplay retried {retried} sends", file=sys.stderr)
-        m = re.search(r"Rated: [\d.]+ Bps, [\d.]+ Mbps, ([\d.]+) pps", text)
-        return sent, float(m.group(1)) if m else float("nan")
+        args += ["--topspeed"] if rate == "top" else [f"--pps={rate / self.senders:.0f}"]
+        procs = [subprocess.Popen(args + [str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True) for _ in range(self.senders)]
+        sent, pps = 0, 0.0
+        for p in procs:
+            text = p.communicate(timeout=600)[0]
+            sent += int(re.search(r"Successful packets:\s+(\d+)", text).group(1))
+            retried = sum(int(x) for x in re.findall(r"Retried packets \(\w+\):\s+(\d+)", text))
+            if retried:
+                print(f"  tcpreplay retried {retried} sends", file=sys.stderr)
+            m = re.search(r"Rated: [\d.]+ Bps, [\d.]+ Mbps, ([\d.]+) pps", text)
+            pps += float(m.group(1)) if m else float("nan")
+        return sent, pps
 
 
 def make_capture(path, n):
@@ -141,12 +151,14 @@ class _Count:
         pass
 
 
-def run_nkstream(veth, path, rate, loops, engine, workers, classify):
+def run_nkstream(veth, path, rate, loops, engine, workers, classify, ring=None):
     from nkstream.live import LiveOptions, LiveSensor
     tmp = tempfile.mkdtemp(prefix="nkbench-")
     res = os.path.join(tmp, "res.jsonl")
     opts = LiveOptions(iface=veth.host, engine=engine, workers=workers, interval=3600,
                        out_dir=tmp, host="bench")
+    if ring:                       # same buffer as tcpdump's default: 16 x 128 KiB blocks
+        opts.block_size, opts.block_count, opts.pcap_buffer = ring // 16, 16, ring
     pid = os.fork()
     if pid == 0:                                    # the sensor, as `nkstream run` runs it
         try:
@@ -175,13 +187,21 @@ def run_nkstream(veth, path, rate, loops, engine, workers, classify):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def parse_size(text):
+    from nkstream.live import parse_size as ps
+    return ps(text)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--packets", type=int, default=100000, help="frames in the generated capture")
     ap.add_argument("--seconds", type=float, default=3.0, help="about how long each rate step sends")
     ap.add_argument("--rates", default="50000,100000,200000,400000,top")
+    ap.add_argument("--senders", type=int, default=1, help="tcpreplay processes sending at once")
     ap.add_argument("--capture-only", action="store_true", help="count only, do not classify")
-    ap.add_argument("--setups", default="tcpdump,afpacket-1,afpacket-2,pcap-1,pcap-2")
+    ap.add_argument("--setups", default="tcpdump,afpacket-1,afpacket-2,pcap-1,pcap-2,afpacket-1@2M,afpacket-2@2M",
+                    help="tcpdump, ENGINE-WORKERS, ENGINE-WORKERS@RING (ring bytes per worker, "
+                         "e.g. @2M = tcpdump's default buffer; default ring 64 MiB)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("capture_rate.py: needs root (network namespace, veth pair, packet sockets)")
@@ -201,6 +221,7 @@ def main():
     rows = []
     try:
         with Veth() as veth:
+            veth.senders = args.senders
             for rate in rates:
                 loops = 1 if rate == "top" else max(1, round(args.seconds * rate / args.packets))
                 if rate == "top":       # tcpreplay does 0.2-0.3 M pps here at best
@@ -209,8 +230,10 @@ def main():
                     if setup == "tcpdump":
                         r = run_tcpdump(veth, cap, rate, loops)
                     else:
-                        engine, workers = setup.split("-")
-                        r = run_nkstream(veth, cap, rate, loops, engine, int(workers), classify)
+                        name, _, ring = setup.partition("@")
+                        engine, workers = name.split("-")
+                        r = run_nkstream(veth, cap, rate, loops, engine, int(workers), classify,
+                                         ring=parse_size(ring) if ring else None)
                     sent, pps, got, drops = r
                     rows.append((setup, rate, sent, pps, got, drops))
                     print(f"{setup:12s} rate={rate!s:>7} sent={sent} achieved={pps:,.0f} pps "
@@ -218,7 +241,7 @@ def main():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nclassifying: {classify}; {args.packets} frames of 60-400 bytes, "
-          f"{os.cpu_count()} CPUs\n")
+          f"{args.senders} tcpreplay sender(s), {os.cpu_count()} CPUs\n")
     print(f"| setup | {' | '.join(str(r) for r in rates)} | highest rate held (pps) |")
     print("|---" * (len(rates) + 2) + "|")
     for setup in setups:
