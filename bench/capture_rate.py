@@ -187,6 +187,113 @@ def run_nkstream(veth, path, rate, loops, engine, workers, classify, ring=None):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# -- drain mode: how fast a setup empties a full buffer -------------------------------
+
+def drain_tcpdump(veth, path, n):
+    """tcpdump with a buffer big enough for all n packets, stopped while they are
+    sent, then timed from SIGCONT until it has written n packets (-c n)."""
+    p = subprocess.Popen(["tcpdump", "-i", veth.host, "-w", "/dev/null", "-n", "-c", str(n),
+                          "-B", str(512 << 10)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True)
+    line = ""
+    deadline = time.monotonic() + 10
+    while "listening on" not in line and time.monotonic() < deadline:
+        line = p.stderr.readline()
+    p.send_signal(signal.SIGSTOP)
+    sent, _ = veth.replay(path, "top", 1)
+    time.sleep(0.5)
+    t0 = time.perf_counter()
+    p.send_signal(signal.SIGCONT)
+    err = p.communicate(timeout=120)[1]
+    dt = time.perf_counter() - t0
+    got = int(re.search(r"(\d+) packets? captured", err).group(1))
+    drops = int(re.search(r"(\d+) packets? dropped by kernel", err).group(1))
+    return sent, got, drops, dt
+
+
+def _drain_worker(engine, idx, workers, group, iface, classify, ready_w, go_r, out_w):
+    from nkstream.live import open_source, LiveOptions
+    opts = LiveOptions(iface=iface, engine=engine, workers=workers, block_size=1 << 20,
+                       block_count=512, pcap_buffer=512 << 20)
+    src = open_source(opts, idx, group, None)
+    if classify:
+        from nkstream.classify import Classifier
+        clf = Classifier.from_config(None)
+    else:
+        clf = _Count()
+    os.write(ready_w, b"r")
+    os.read(go_r, 1)
+    t0 = time.perf_counter()
+    got, last = 0, t0
+    pump = src.process_blocks if engine == "afpacket" else src.process_batches
+    while True:
+        _, p, _ = pump(clf, 64, 200)
+        if p:
+            got += p
+            last = time.perf_counter()
+        elif time.perf_counter() - last > 0.2:
+            break
+    drops = src.stats()["drops"]
+    os.write(out_w, json.dumps([got, drops, last - t0]).encode())
+    os._exit(0)
+
+
+def drain_nkstream(veth, path, engine, workers, classify):
+    group = (os.getpid() + workers) & 0xFFFF
+    kids = []
+    for i in range(workers):
+        ready_r, ready_w = os.pipe()
+        go_r, go_w = os.pipe()
+        out_r, out_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _drain_worker(engine, i, workers, group, veth.host, classify, ready_w, go_r, out_w)
+            finally:
+                os._exit(1)
+        kids.append((pid, ready_r, go_w, out_r))
+    for _, ready_r, _, _ in kids:
+        os.read(ready_r, 1)
+    sent, _ = veth.replay(path, "top", 1)
+    time.sleep(0.5)
+    for _, _, go_w, _ in kids:
+        os.write(go_w, b"g")
+    got = drops = 0
+    dt = 0.0
+    for pid, _, _, out_r in kids:
+        g, d, t = json.loads(os.read(out_r, 4096))
+        os.waitpid(pid, 0)
+        got, drops, dt = got + g, drops + d, max(dt, t)
+    return sent, got, drops, dt
+
+
+def drain_main(args, classify):
+    tmp = tempfile.mkdtemp(prefix="nkbench-")
+    cap = os.path.join(tmp, "traffic.pcap")
+    make_capture(cap, args.packets)
+    rows = []
+    try:
+        with Veth() as veth:
+            for setup in args.setups.split(","):
+                if setup == "tcpdump":
+                    r = drain_tcpdump(veth, cap, args.packets)
+                else:
+                    engine, workers = setup.split("@")[0].split("-")
+                    r = drain_nkstream(veth, cap, engine, int(workers), classify)
+                sent, got, drops, dt = r
+                rows.append((setup, sent, got, drops, dt))
+                print(f"{setup:12s} sent={sent} drained={got} drops={drops} in {dt:.3f} s",
+                      file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\ndrain: {args.packets} frames of 60-400 bytes queued while the reader was stopped, "
+          f"then read; classifying: {classify}; {os.cpu_count()} CPUs\n")
+    print("| setup | packets | drained | drops | seconds | packets/s |")
+    print("|---|---|---|---|---|---|")
+    for setup, sent, got, drops, dt in rows:
+        print(f"| {setup} | {sent} | {got} | {drops} | {dt:.3f} | {got / dt:,.0f} |")
+
+
 def parse_size(text):
     from nkstream.live import parse_size as ps
     return ps(text)
@@ -197,6 +304,9 @@ def main():
     ap.add_argument("--packets", type=int, default=100000, help="frames in the generated capture")
     ap.add_argument("--seconds", type=float, default=3.0, help="about how long each rate step sends")
     ap.add_argument("--rates", default="50000,100000,200000,400000,top")
+    ap.add_argument("--drain", action="store_true",
+                    help="instead: queue --packets while each reader is stopped, then time how "
+                         "fast it empties its buffer (no sender competing for the CPUs)")
     ap.add_argument("--senders", type=int, default=1, help="tcpreplay processes sending at once")
     ap.add_argument("--capture-only", action="store_true", help="count only, do not classify")
     ap.add_argument("--setups", default="tcpdump,afpacket-1,afpacket-2,pcap-1,pcap-2,afpacket-1@2M,afpacket-2@2M",
@@ -213,6 +323,8 @@ def main():
         except ImportError:
             print("classifier not built: capture only", file=sys.stderr)
             classify = False
+    if args.drain:
+        return drain_main(args, classify)
     rates = [r if r == "top" else int(r) for r in args.rates.split(",")]
     setups = args.setups.split(",")
     tmp = tempfile.mkdtemp(prefix="nkbench-")

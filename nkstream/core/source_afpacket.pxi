@@ -40,9 +40,19 @@ cdef extern from *:
     static inline void nk_store_release_u32(volatile unsigned int *p, unsigned int v) {
         __atomic_store_n(p, v, __ATOMIC_RELEASE);
     }
+    static inline void nk_prefetch_ro(const void *p) { __builtin_prefetch(p, 0, 3); }
     """
     uint32_t nk_load_acquire_u32(const uint32_t* p) noexcept nogil
     void nk_store_release_u32(uint32_t* p, uint32_t v) noexcept nogil
+    void nk_prefetch_ro(const void* p) noexcept nogil
+
+# The packets of a block are laid out one after the other, but each header says
+# where the next one is, so a plain walk is a chain of dependent loads through
+# memory the kernel wrote from another CPU: one cache miss per packet (~130 ns here).
+# Prefetching the block sequentially this far ahead of the walk turns that into a
+# stream (and leaves the frames in cache for the classifier that reads them next).
+cdef enum:
+    AFP_PREFETCH_AHEAD = 4096
 
 
 class InterfaceDownError(OSError):
@@ -82,7 +92,11 @@ cdef uint32_t afp_walk_block(const uint8_t* blk, uint32_t block_size, rec_t* out
     cdef uint32_t i, k = 0
     cdef const lp.tpacket3_hdr* h
     cdef rec_t* r
+    cdef uint64_t pf = off
     for i in range(n):
+        while pf < off + AFP_PREFETCH_AHEAD and pf < block_size:
+            nk_prefetch_ro(blk + pf)
+            pf += 64
         if k >= cap or off + sizeof(lp.tpacket3_hdr) > block_size:
             bad[0] += n - i
             break
