@@ -274,24 +274,30 @@ def drain_main(args, classify):
     rows = []
     try:
         with Veth() as veth:
-            for setup in args.setups.split(","):
-                if setup == "tcpdump":
-                    r = drain_tcpdump(veth, cap, args.packets)
-                else:
-                    engine, workers = setup.split("@")[0].split("-")
-                    r = drain_nkstream(veth, cap, engine, int(workers), classify)
-                sent, got, drops, dt = r
-                rows.append((setup, sent, got, drops, dt))
-                print(f"{setup:12s} sent={sent} drained={got} drops={drops} in {dt:.3f} s",
-                      file=sys.stderr, flush=True)
+            for rep in range(args.repeat):          # interleaved, so load drifts hit all alike
+                for setup in args.setups.split(","):
+                    if setup == "tcpdump":
+                        r = drain_tcpdump(veth, cap, args.packets)
+                    else:
+                        engine, workers = setup.split("@")[0].split("-")
+                        r = drain_nkstream(veth, cap, engine, int(workers), classify)
+                    sent, got, drops, dt = r
+                    rows.append((setup, sent, got, drops, dt))
+                    print(f"{setup:12s} sent={sent} drained={got} drops={drops} in {dt:.3f} s",
+                          file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\ndrain: {args.packets} frames of 60-400 bytes queued while the reader was stopped, "
           f"then read; classifying: {classify}; {os.cpu_count()} CPUs\n")
-    print("| setup | packets | drained | drops | seconds | packets/s |")
-    print("|---|---|---|---|---|---|")
-    for setup, sent, got, drops, dt in rows:
-        print(f"| {setup} | {sent} | {got} | {drops} | {dt:.3f} | {got / dt:,.0f} |")
+    print(f"| setup | packets | drained (all runs) | drops | best s | median s | packets/s (best) |")
+    print("|---|---|---|---|---|---|---|")
+    for setup in args.setups.split(","):
+        mine = [r for r in rows if r[0] == setup]
+        times = sorted(r[4] for r in mine)
+        best = times[0]
+        print(f"| {setup} | {mine[0][1]} | {'all' if all(r[2] == r[1] for r in mine) else 'NOT all'} | "
+              f"{sum(r[3] for r in mine)} | {best:.3f} | {times[len(times) // 2]:.3f} | "
+              f"{mine[0][1] / best:,.0f} |")
 
 
 def parse_size(text):
@@ -307,6 +313,7 @@ def main():
     ap.add_argument("--drain", action="store_true",
                     help="instead: queue --packets while each reader is stopped, then time how "
                          "fast it empties its buffer (no sender competing for the CPUs)")
+    ap.add_argument("--repeat", type=int, default=3, help="drain runs per setup (best and median shown)")
     ap.add_argument("--senders", type=int, default=1, help="tcpreplay processes sending at once")
     ap.add_argument("--capture-only", action="store_true", help="count only, do not classify")
     ap.add_argument("--setups", default="tcpdump,afpacket-1,afpacket-2,pcap-1,pcap-2,afpacket-1@2M,afpacket-2@2M",
