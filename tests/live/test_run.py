@@ -201,3 +201,33 @@ def test_run_errors(veth, tmp_path):
     p = subprocess.run([sys.executable, "-m", "nkstream", "run"], cwd=ROOT,
                        env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and "no interface" in p.stderr
+
+
+def test_run_metrics_per_category(veth, tmp_path, corpus_dir):
+    pytest.importorskip("prometheus_client")
+    import re
+    import socket
+    import urllib.request
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    paths = [corpus_dir / "peafowl__bitcoin.pcap", corpus_dir / "ndpi__pptp.pcap"]
+    s, out = _run(tmp_path, veth, "--interval", "1", "--metrics", f"127.0.0.1:{port}")
+    s.start()
+    try:
+        s.wait_event("worker_started")
+        sent = _replay_all(veth, paths)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if sum(int(e["packets"]) for e in s.events("snapshot_written")) == sent:
+                break
+            time.sleep(0.1)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert s.stop() == 0
+    finally:
+        s.kill()
+    snap, _ = _merged(out)
+    metric = {m.group(1): int(float(m.group(2)))
+              for m in re.finditer(r'^nkstream_category_bytes_total\{category="([^"]+)"\} (\S+)$', text, re.M)}
+    assert metric == {k: v[1] for k, v in _by(snap, "category").items()}
+    assert sum(metric.values()) == snap.totals["bytes"]
