@@ -240,8 +240,10 @@ class _KernelCounters:
 
 # -- worker ---------------------------------------------------------------------------
 
-def worker_main(idx, sources, conn, opts, backend, config, resync):
-    """Body of a worker process (forked from the parent, so its source is open)."""
+def worker_main(idx, sources, conn, opts, backend, config, proto, resync):
+    """Body of a worker process (forked from the parent, so its source is open, and
+    ``proto``, the classifier the parent built, is this process's own copy: the
+    worker reads packets from its first instant, without a build first)."""
     signal.set_wakeup_fd(-1)                        # the parent's, inherited through fork
     src = sources[idx]
     for j, other in enumerate(sources):
@@ -257,12 +259,7 @@ def worker_main(idx, sources, conn, opts, backend, config, resync):
     _log_fields["pid"] = os.getpid()
     if resync and hasattr(src, "mark_resync"):
         src.mark_resync()                           # our predecessor's cursor is unknown
-    try:
-        clf = backend.make_classifier(config)
-    except Exception as exc:
-        log("worker_failed", "error", why=f"cannot build the classifier: {exc}")
-        conn.send(("fatal", idx, str(exc)))
-        os._exit(1)
+    clf = proto
     ifindex = sysfs_ifindex(opts.iface)
     S = opts.interval
     k = window_index(time.time(), S)
@@ -280,14 +277,17 @@ def worker_main(idx, sources, conn, opts, backend, config, resync):
         win_packets = win_bytes = 0
 
     def drain():
-        """Count what the kernel already queued for us before the final report
-        (bounded: a full ring takes well under the limit)."""
+        """Count what the kernel already queued for us before the final report.
+        The block the kernel is filling is handed over only when its timeout
+        expires, so wait a little over one block timeout for it; bounded, since on
+        a busy link packets keep coming."""
         nonlocal win_packets, win_bytes
         from ._core import InterfaceDownError
-        limit = time.monotonic() + 5.0
+        limit = time.monotonic() + 2.0
+        wait_ms = 2 * opts.block_timeout_ms + 20
         while time.monotonic() < limit:
             try:
-                n, p, b = _pump(src, clf, 64, 0)
+                n, p, b = _pump(src, clf, 64, wait_ms)
             except InterfaceDownError:
                 break
             win_packets += p
@@ -309,15 +309,46 @@ def worker_main(idx, sources, conn, opts, backend, config, resync):
                 flush(final=True)
                 return False
             if msg[0] == "reload":
-                try:
-                    new = backend.make_classifier(msg[1])
-                except Exception as exc:            # bad file: keep the running tables
-                    conn.send(("reload_failed", idx, f"{type(exc).__name__}: {exc}"))
+                if build["thread"] is not None:
+                    build["queued"] = msg[1]        # the newest config wins
                 else:
-                    pending.append(backend.take(clf))     # counted under the old labels
-                    clf = new
-                    conn.send(("reloaded", idx, None))
+                    start_build(msg[1])
         return True
+
+    # Reloads build the new tables and rules in a thread, so this loop keeps
+    # emptying the ring meanwhile (at low rates a ring holds only block_count
+    # block timeouts of traffic); the swap happens between two batches.
+    import threading
+    build = {"thread": None, "holder": None, "queued": None}
+
+    def start_build(cfg):
+        holder = {}
+
+        def run():
+            try:
+                holder["clf"] = backend.make_classifier(cfg)
+            except Exception as exc:                # bad file: keep the running tables
+                holder["error"] = f"{type(exc).__name__}: {exc}"
+        t = threading.Thread(target=run, name="nkstream-reload", daemon=True)
+        build.update(thread=t, holder=holder)
+        t.start()
+
+    def finish_build():
+        nonlocal clf
+        t = build["thread"]
+        if t is None or t.is_alive():
+            return
+        holder = build["holder"]
+        build["thread"] = build["holder"] = None
+        if "error" in holder:
+            conn.send(("reload_failed", idx, holder["error"]))
+        else:
+            pending.append(backend.take(clf))     # counted under the old labels
+            clf = holder["clf"]
+            conn.send(("reloaded", idx, None))
+        if build["queued"] is not None:
+            cfg, build["queued"] = build["queued"], None
+            start_build(cfg)
 
     def tick():
         nonlocal k, last_progress
@@ -351,6 +382,7 @@ def worker_main(idx, sources, conn, opts, backend, config, resync):
             conn.send(("up", idx, None))
         if not commands():
             os._exit(0)
+        finish_build()
         tick()
 
 
@@ -423,7 +455,9 @@ class LiveSensor:
         _log_fields["pid"] = os.getpid()
         if self.config is None:
             self.config = self.backend.load()        # raises on a bad config: nothing opened yet
-        self.backend.make_classifier(self.config)    # the tables and rules build
+        # Built here once: it checks the tables and rules, and every worker forked
+        # later starts with its own copy instead of building one while its ring fills.
+        self.proto = self.backend.make_classifier(self.config)
         check_interface(o.iface)
         if o.user:
             import pwd
@@ -467,7 +501,7 @@ class LiveSensor:
         parent_end, child_end = ctx.Pipe(duplex=True)
         p = ctx.Process(target=worker_main, name=f"nkstream-worker-{idx}",
                         args=(idx, self.sources, child_end, self.opts, self.backend,
-                              self.config, resync), daemon=True)
+                              self.config, self.proto, resync), daemon=True)
         p.start()
         child_end.close()
         self.procs[idx] = p
@@ -567,13 +601,9 @@ class LiveSensor:
             log("reloaded", worker=idx)
         elif kind == "reload_failed":
             log("reload_failed", "error", worker=idx, why=msg[2], action="kept the running tables and rules")
-        elif kind == "fatal":
-            log("worker_fatal", "error", worker=idx, why=msg[2])
-            self.stop_reason = "worker_fatal"
-            self.exit_status = 1
 
     def _on_death(self, idx, p):
-        # Drain whatever it managed to say first (a final window report, a fatal error).
+        # Drain whatever it managed to say first (a window report, progress).
         c = self.conns.pop(idx)
         try:
             while c.poll():
@@ -625,12 +655,12 @@ class LiveSensor:
         nothing), then have every worker build and swap them between batches."""
         try:
             config = self.backend.load()
-            self.backend.make_classifier(config)
+            proto = self.backend.make_classifier(config)
         except Exception as exc:
             log("reload_failed", "error", why=f"{type(exc).__name__}: {exc}",
                 action="kept the running tables and rules")
             return
-        self.config = config
+        self.config, self.proto = config, proto     # for workers started from now on
         for c in self.conns.values():
             c.send(("reload", config))
         log("reload_started", workers=len(self.conns))

@@ -32,7 +32,7 @@ CORPUS = ["ndpi__pptp.pcap", "arkime__wireshark-esp.pcap", "peafowl__bitcoin.pca
 def _run(tmp_path, veth, *extra, config=None):
     out = tmp_path / "out"
     args = ["-m", "nkstream", "run", "-i", veth.host, "--interval", "2", "--out-dir", str(out),
-            "--host", "testhost", "--block-count", "8"] + list(extra)
+            "--host", "testhost"] + list(extra)
     if config:
         args += ["-c", str(config)]
     return SensorProc(args, tmp_path / "run.log"), out
@@ -231,3 +231,28 @@ def test_run_metrics_per_category(veth, tmp_path, corpus_dir):
               for m in re.finditer(r'^nkstream_category_bytes_total\{category="([^"]+)"\} (\S+)$', text, re.M)}
     assert metric == {k: v[1] for k, v in _by(snap, "category").items()}
     assert sum(metric.values()) == snap.totals["bytes"]
+
+
+def test_run_drops_are_reported(veth, tmp_path):
+    """A worker that cannot keep up (stopped here with SIGSTOP while a 2-block ring
+    fills): every packet sent is either in the snapshots or in their kernel drop
+    counter, and the drops are logged."""
+    frames = mixed_frames(1500, jumbo_every=0)
+    gen = write_pcap(tmp_path / "x.pcap", frames)
+    s, out = _run(tmp_path, veth, "--block-count", "2", "--block-size", "64k")
+    s.start()
+    try:
+        pid = int(s.wait_event("worker_started")[0]["worker_pid"])
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            veth.replay(gen, pps=5000)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        time.sleep(0.5)
+        assert s.stop() == 0
+    finally:
+        s.kill()
+    snap, _ = _merged(out)
+    assert snap.drops["kernel"] > 0
+    assert snap.totals["packets"] + snap.drops["kernel"] == len(frames)
+    assert s.events("kernel_drops")

@@ -27,7 +27,7 @@ def _sensor(tmp_path, veth, config=None, **opts):
     cfg.write_text(json.dumps(config or {"generation": 1}))
     out = tmp_path / "out"
     o = {"iface": veth.host, "interval": 2, "out_dir": str(out), "host": "testhost",
-         "block_count": 8, **opts}
+         "block_count": 32, **opts}
     return SensorProc(["tests/live/harness.py", json.dumps(o), str(cfg)], tmp_path / "sensor.log"), out, cfg
 
 
