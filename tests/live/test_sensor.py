@@ -152,7 +152,8 @@ def test_worker_killed_is_restarted_and_loss_reported(veth, tmp_path, engine, wo
     lost = sum(d["capture"]["lost_packets"] for _, d in snaps)
     assert 0 < lost <= len(frames) and drops == 0
     assert packets + lost == 2 * len(frames)          # the second replay, all of it
-    assert snaps[-1][1]["capture"]["lost_workers"] == [0]
+    # (the run may straddle a window edge: look in every file)
+    assert [w for _, d in snaps for w in d["capture"]["lost_workers"]] == [0]
 
 
 def test_interface_down_and_up(veth, tmp_path):
