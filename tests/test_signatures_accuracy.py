@@ -44,7 +44,39 @@ def tag(**kw):
     return RULES.tags[t]
 
 
+def ipv4_header(proto, payload, frag=0):
+    """A 20-byte IPv4 header (RFC 791) around payload; checksum left 0 (unchecked)."""
+    import struct
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, frag, 64, proto, 0,
+                       bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])) + payload
+
+
+def ipv6_header(nh, payload):
+    import struct
+    return struct.pack("!IHBB16s16s", 6 << 28, len(payload), nh, 64, bytes(15) + b"\x01",
+                       bytes(15) + b"\x02") + payload
+
+
+# PPTP's enhanced GRE (RFC 2637 §4.1): K set, version 1, type 0x880B, length, call id
+GRE_PPTP = bytes.fromhex("3001880b00040005") + bytes(4)
+TCP_443 = bytes.fromhex("c35001bb") + bytes(16)
+
 CASES = [
+    # IP-in-IP / 6in4: one level in (zeek__tunnels_gre-pptp.pcap is IPv6 > IPv4 > GRE v1)
+    ("4in6 gre-pptp", dict(proto=4, payload=ipv4_header(47, GRE_PPTP)), "gre-pptp"),
+    ("4in4 gre v0", dict(proto=4, payload=ipv4_header(47, bytes.fromhex("00000800"))), "gre"),
+    ("4in4 pptp control", dict(proto=4, payload=ipv4_header(6, bytes.fromhex("c35006bb") + bytes(16))), "pptp-ctrl"),
+    ("6in4 https", dict(proto=41, payload=ipv6_header(6, TCP_443)), "https"),
+    ("6in4 icmpv6", dict(proto=41, payload=ipv6_header(58, bytes(8))), "icmp"),
+    ("4in4 unknown udp", dict(proto=4, payload=ipv4_header(17, bytes.fromhex("f35f4268") + bytes(8))), "ip-in-ip"),
+    ("4in4 later fragment: no ports", dict(proto=4, payload=ipv4_header(6, TCP_443, frag=100)), "ip-in-ip"),
+    ("4in4 esp", dict(proto=4, payload=ipv4_header(50, bytes(16))), "esp"),
+    ("4in4 short", dict(proto=4, payload=ipv4_header(47, GRE_PPTP)[:22]), "gre"),
+    ("4in4 cut header", dict(proto=4, payload=ipv4_header(47, GRE_PPTP)[:19]), "ip-in-ip"),
+    ("4in4 bad version", dict(proto=4, payload=b"\x55" + ipv4_header(47, GRE_PPTP)[1:]), "ip-in-ip"),
+    ("ip-in-ip without payload", dict(proto=4), "ip-in-ip"),
+    ("4in4: inner payload bytes are not matched", dict(proto=4, payload=ipv4_header(6, b"GNUTELLA CONNECT/0.6\r\n")), "ip-in-ip"),
+
     ("zoom media udp 8801", dict(proto=17, sport=8801, dport=60653, payload=bytes(40)), "video-call"),
     ("zoom media udp 8810", dict(proto=17, sport=51000, dport=8810, payload=bytes(40)), "video-call"),
     ("zoom tcp 8802", dict(proto=6, sport=51000, dport=8802), "video-call"),
@@ -90,6 +122,8 @@ def test_new_tags_categories():
 
 # capture: {tag: share of its packets at least}, from the upstream verdicts
 CAPTURE_EXPECT = {
+    "zeek__tunnels_gre-pptp.pcap": {"gre-pptp": 1.0},  # GRE v1 inside IPv4-in-IPv6
+    "ndpi__6in4tunnel.pcap": {"https": 61 / 127, "icmp": 48 / 127},
     "ndpi__zoom2.pcap": {"video-call": 0.97},          # UDP 8801 media + TLS to Zoom
     "ndpi__nfsv2.pcap": {"nfs": 146 / 156},            # the rest: portmap and mountd
     "ndpi__tailscale.pcap": {"wireguard": 1.0},        # every packet on 41641
