@@ -13,9 +13,9 @@ nkstream's (MAPPING below).  nkstream's verdict is per packet, from
 `Classifier.annotate` with the shipped default config; the share of a flow's bytes
 whose packets got the flow's category is what agrees.
 
-Upstream flows nkstream cannot join (inner flows of tunnels that nkstream counts under
-the outer header, IP fragments without ports) are reported as not joined and left out
-of the shares.
+IP-in-IP / 6in4 packets are joined by their inner header's 5-tuple (the flow upstream
+reports; nkstream tags them from the inner header too).  Upstream flows nkstream
+cannot join are reported as not joined and left out of the shares.
 """
 import argparse
 import collections
@@ -84,6 +84,10 @@ REASONS = {
     ("zeek__http_get-to-ssh-server.pcap", "HTTP"):
         "HTTP sent to the SSH port: nkstream's server-port rule (22) outranks the generic "
         "HTTP request shape by design (docs/signatures.md, priorities)",
+    ("zeek__tunnels_gre-pptp.pcap", "GRE"):
+        "upstream names only the tunnel protocol: GRE version 1 with type 0x880B is PPTP's "
+        "data channel (RFC 2637 §4.1), which nkstream tags gre-pptp (VPN); Zeek's "
+        "tunnel.log for this trace lists the GRE tunnel, with DNS inside",
     ("ndpi__nfsv2.pcap", "NFS"):
         "portmap (111) and mountd on a dynamic port: nkstream has NFS's own port 2049 only",
     ("ndpi__webex.pcap", "TLS"):
@@ -244,12 +248,42 @@ def nkstream_packets(path, clf):
                 f = flags[i]
                 if not (f & PF["PF_IP"] and f & PF["PF_PROTO"]):
                     continue
-                w = 4 if ipver[i] == 4 else 16
-                s, d = src[16 * i:16 * i + w], dst[16 * i:16 * i + w]
-                sp, dp = (sport[i], dport[i]) if f & PF["PF_PORTS"] else (0, 0)
-                ends = sorted([(s, sp), (d, dp)])
-                groups[(proto[i], ends[0], ends[1])].append((tags[tg[i]], cats[tg[i]], wl[i]))
+                key = None
+                if proto[i] in (4, 41) and f & PF["PF_PAYLOAD"]:
+                    # IP-in-IP: upstream reports the inner flow; nkstream tags the
+                    # packet from its inner header too (docs/signatures.md)
+                    start = int(recs["off"][i]) + int(cols["l4_off"][i])
+                    key = inner_key(bytes(memoryview(data)[start:start + int(cols["l4_len"][i])]))
+                if key is None:
+                    w = 4 if ipver[i] == 4 else 16
+                    s, d = src[16 * i:16 * i + w], dst[16 * i:16 * i + w]
+                    sp, dp = (sport[i], dport[i]) if f & PF["PF_PORTS"] else (0, 0)
+                    ends = sorted([(s, sp), (d, dp)])
+                    key = (proto[i], ends[0], ends[1])
+                groups[key].append((tags[tg[i]], cats[tg[i]], wl[i]))
     return groups
+
+
+def inner_key(pl):
+    """Direction-free 5-tuple of the IP header at the start of pl (IPv4, or IPv6
+    without extension headers), or None."""
+    if len(pl) < 20:
+        return None
+    if pl[0] >> 4 == 4:
+        hl = (pl[0] & 15) * 4
+        if hl < 20 or len(pl) < hl:
+            return None
+        proto, s, d = pl[9], pl[12:16], pl[16:20]
+        first = ((pl[6] & 0x1F) << 8 | pl[7]) == 0
+    elif pl[0] >> 4 == 6 and len(pl) >= 40:
+        hl, proto, s, d, first = 40, pl[6], pl[8:24], pl[24:40], True
+    else:
+        return None
+    sp = dp = 0
+    if first and proto in (6, 17, 132) and len(pl) >= hl + 4:
+        sp, dp = int.from_bytes(pl[hl:hl + 2], "big"), int.from_bytes(pl[hl + 2:hl + 4], "big")
+    ends = sorted([(bytes(s), sp), (bytes(d), dp)])
+    return (proto, ends[0], ends[1])
 
 
 # ---------------------------------------------------------------- comparison
@@ -396,8 +430,7 @@ def main(argv=None):
         "the verdict's mapped category (overall byte agreement). *Upstream unknown*: bytes "
         "of flows the reference could not classify, left out of the shares (in brackets: "
         "the share nkstream tagged). *Not joined*: upstream flows with no nkstream packet "
-        "of the same 5-tuple: inner flows of the IP-in-IP/6in4/GRE tunnels, which nkstream "
-        "counts under the outer header.\n\n")
+        "of the same 5-tuple.\n\n")
 
     # Per category, reference nDPI 4.11 where present else ndpiReader 4.2.
     out("## By category\n\n")
