@@ -20,7 +20,6 @@ cannot join are reported as not joined and left out of the shares.
 import argparse
 import collections
 import ipaddress
-import os
 import pathlib
 import re
 import sys
@@ -222,8 +221,6 @@ def parse_flows(path):
 def nkstream_packets(path, clf):
     """{5-tuple key: [(tag name, category, wire bytes), ...]} per packet, and the
     packets/bytes nkstream read that have no 5-tuple (non-IP)."""
-    import numpy as np
-
     from nkstream import _core
     from nkstream.capture import open_capture
 
