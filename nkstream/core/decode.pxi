@@ -358,6 +358,10 @@ cdef inline uint16_t decode_ipv4(const uint8_t* f, uint32_t off, uint32_t caplen
     if end > caplen:
         end = caplen
     frag = rd16(f + off + 6)
+    if frag & 0x3FFF:
+        # RFC 791 Identification: with src, dst and protocol it names the datagram
+        # the fragment belongs to (the flow table follows first fragments by it).
+        out.frag_id = rd16(f + off + 4)
     if frag & 0x1FFF:
         # Non-first fragment: its payload starts mid-datagram, no transport header.
         out.flags |= PF_FRAG
@@ -420,6 +424,7 @@ cdef inline uint16_t decode_ipv6(const uint8_t* f, uint32_t off, uint32_t caplen
                 return fail(out, ERR_IPV6_EXT_TRUNCATED)
             nh = f[p]
             fo = rd16(f + p + 2)
+            out.frag_id = rd32(f + p + 4)    # RFC 8200 s4.5 Identification
             p += 8
             n += 1
             if fo & 0xFFF8:

@@ -40,49 +40,8 @@ cdef inline int _check_batch(const uint8_t[::1] data, object recs, rec_t** out_r
     return 0
 
 
-cdef struct sides_t:
-    uint32_t watch
-    uint32_t peer
-    uint8_t direction
-
-
-cdef inline void _sides(const pkt_t* p, const lpm4_t* w4, const lpm6_t* w6,
-                        const lpm4_t* p4, const lpm6_t* p6, sides_t* s) noexcept nogil:
-    cdef uint32_t ws = 0, wd = 0, ps = 0, pd = 0
-    if p.ipver == 4:
-        ws = lpm4_lookup(w4, p.src4)
-        wd = lpm4_lookup(w4, p.dst4)
-    elif p.ipver == 6:
-        ws = lpm6_lookup(w6, p.src)
-        wd = lpm6_lookup(w6, p.dst)
-    else:
-        s.watch = 0
-        s.peer = 0
-        s.direction = DIR_TRANSIT
-        return
-    if ws != 0:
-        s.watch = ws
-        s.direction = DIR_INTERNAL if wd != 0 else DIR_OUTBOUND
-        if p.ipver == 4:
-            s.peer = lpm4_lookup(p4, p.dst4)
-        else:
-            s.peer = lpm6_lookup(p6, p.dst)
-    elif wd != 0:
-        s.watch = wd
-        s.direction = DIR_INBOUND
-        if p.ipver == 4:
-            s.peer = lpm4_lookup(p4, p.src4)
-        else:
-            s.peer = lpm6_lookup(p6, p.src)
-    else:
-        s.watch = 0
-        s.direction = DIR_TRANSIT
-        if p.ipver == 4:
-            pd = lpm4_lookup(p4, p.dst4)
-            s.peer = pd if pd != 0 else lpm4_lookup(p4, p.src4)
-        else:
-            pd = lpm6_lookup(p6, p.dst)
-            s.peer = pd if pd != 0 else lpm6_lookup(p6, p.src)
+# sides_t and _sides() live in flows.pxi (included before this file): the flow table
+# needs them to count a flow's pending packets.
 
 
 cdef class Classifier:
@@ -92,13 +51,65 @@ cdef class Classifier:
     cdef readonly PrefixCore peer
     cdef readonly RuleCore rules
     cdef readonly Counters counters
+    cdef readonly FlowTable flows
 
     def __init__(self, PrefixCore watch not None, PrefixCore peer not None,
-                 RuleCore rules not None, Counters counters not None):
+                 RuleCore rules not None, Counters counters not None,
+                 FlowTable flows=None):
+        """`flows`: a FlowTable turns flow state on (verdicts per flow, flow counts);
+        None keeps the per-packet path."""
         self.watch = watch
         self.peer = peer
         self.rules = rules
         self.counters = counters
+        self.flows = flows
+
+    cdef void _ctx(self, fctx_t* c):
+        c.t = self.flows.t
+        c.a = self.counters.a
+        c.w4 = self.watch.v4
+        c.w6 = self.watch.v6
+        c.p4 = self.peer.v4
+        c.p6 = self.peer.v6
+
+    def close_window(self):
+        """Call when a snapshot window closes, before `counters.snapshot()`: ends
+        flows idle past their timeout (by the latest packet time seen), counts every
+        undecided flow's pending packets under their per-packet tags and in the
+        `pending_*` totals, and records `flows_active`.  After it, the sum over keys
+        equals the packets and bytes read in the window.  O(capacity).  Returns the
+        number of flows that timed out.  A no-op without flow state."""
+        cdef fctx_t c
+        cdef uint64_t expired
+        if self.flows is None:
+            return 0
+        self._ctx(&c)
+        with nogil:
+            c.t.cursor = 0
+            expired = flow_sweep(&c, c.t.capacity, True)
+            # an expired slot is looked at twice (the shifted entry), so finish the
+            # pass: the cursor wrapped only if nothing was deleted
+            while c.t.cursor != 0:
+                expired += flow_sweep(&c, c.t.capacity - c.t.cursor, True)
+            c.a.totals[TOT_FLOWS_ACTIVE] = c.t.used
+        return expired
+
+    def flush(self):
+        """End every flow: count pending packets (as pending) and empty the flow
+        table, e.g. at the end of the input or before the tables change meaning."""
+        cdef fctx_t c
+        cdef uint64_t i
+        if self.flows is None:
+            return 0
+        self._ctx(&c)
+        n = c.t.used
+        with nogil:
+            for i in range(c.t.capacity):
+                if c.t.slots[i].state != 0:
+                    _flow_flush_pending(&c, &c.t.slots[i])
+            c.a.totals[TOT_FLOWS_ACTIVE] = 0
+        self.flows.clear()
+        return n
 
     def swap_tables(self, PrefixCore watch not None, PrefixCore peer not None,
                     RuleCore rules not None):
@@ -121,8 +132,16 @@ cdef class Classifier:
         cdef const lpm6_t* p6 = self.peer.v6
         cdef const rules_t* rules = self.rules.r
         cdef Counters c = self.counters
+        cdef fctx_t fc
+        if self.flows is None:
+            with nogil:
+                _process_batch(base, r, n, w4, w6, p4, p6, rules, c)
+            return n
+        self._ctx(&fc)
         with nogil:
-            _process_batch(base, r, n, w4, w6, p4, p6, rules, c)
+            _process_batch_flows(base, r, n, rules, &fc)
+            # amortised expiry: a bounded slice of the table per batch
+            flow_sweep(&fc, <uint64_t>(n // 2 + 64), False)
         return n
 
     def annotate(self, const uint8_t[::1] data, recs):
@@ -210,3 +229,121 @@ cdef void _process_batch(const uint8_t* base, const rec_t* r, Py_ssize_t n,
         if sni != 0:
             s.peer = sni
         agg_add(a, s.watch, s.direction, s.peer, tag, 1, r[i].wirelen, 0)
+
+
+cdef inline void _decode_ahead(const uint8_t* base, const rec_t* rec, pkt_t* p,
+                               const ftab_t* t) noexcept nogil:
+    # Decode a packet a few places ahead and start the cache miss on its flow slot.
+    cdef uint16_t sp = 0, dp = 0
+    cdef uint32_t id = 0
+    decode_packet(base + rec.off, rec.caplen, rec.linktype, p)
+    if rec.vlan_tpid != 0:
+        restore_vlan(rec, p)
+    if (p.flags & PF_IP) == 0:
+        return
+    if p.flags & PF_PORTS:
+        sp = p.sport
+        dp = p.dport
+    elif p.flags & PF_SPI:
+        id = p.spi
+    elif p.flags & PF_GRE:
+        id = p.gre_key
+    NKS_PREFETCH_LINE(&t.slots[flow_hash(p.src, sp, p.dst, dp, id, p.proto,
+                                         FL_V6 if p.ipver == 6 else 0) >> t.shift])
+
+
+cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n,
+                               const rules_t* rules, const fctx_t* c) noexcept nogil:
+    """The per-batch loop with flow state (docs/flows.md): a flow's first packets are
+    tagged per packet and held as pending until a payload signature or SNI fixes the
+    flow's verdict (then they are counted under it) or the inspection budget runs out
+    (then under their own tags); later packets take the verdict without tagging."""
+    cdef Py_ssize_t i
+    cdef pkt_t ring[FLOW_RING]
+    cdef pkt_t* p
+    cdef sides_t s
+    cdef fkey_t k
+    cdef flow_t* f
+    cdef int d
+    cdef bint created
+    cdef uint32_t sni, wl, now
+    cdef uint16_t tag
+    cdef uint8_t strong, tf
+    cdef const uint8_t* frame
+    cdef ftab_t* t = c.t
+    cdef agg_t* a = c.a
+    for i in range(FLOW_AHEAD if n > FLOW_AHEAD else n):
+        _decode_ahead(base, &r[i], &ring[i], t)
+    for i in range(n):
+        if i + FLOW_AHEAD < n:
+            if i + FLOW_AHEAD + PREFETCH_AHEAD < n:
+                NKS_PREFETCH(base + r[i + FLOW_AHEAD + PREFETCH_AHEAD].off)
+            _decode_ahead(base, &r[i + FLOW_AHEAD], &ring[(i + FLOW_AHEAD) & (FLOW_RING - 1)], t)
+        p = &ring[i & (FLOW_RING - 1)]
+        frame = base + r[i].off
+        wl = r[i].wirelen
+        _sides(p, c.w4, c.w6, c.p4, c.p6, &s)
+        agg_count_packet(a, wl, r[i].caplen, p.error, s.watch != 0)
+        if not flow_key(t, p, &k):
+            sni = 0
+            tag = tag_packet(rules, p, frame, s.peer, &sni)
+            agg_add(a, s.watch, s.direction, sni if sni != 0 else s.peer, tag, 1, wl, 0)
+            continue
+        now = <uint32_t>(<uint64_t>r[i].ts_ns >> FLOW_TIME_SHIFT)
+        flow_note_time(t, now)
+        f = flow_lookup(c, &k, now, &d, &created)
+        if not created:
+            # an existing flow: idle too long, or a closed TCP flow reopened by a SYN
+            # (RFC 9293 s3.5: a new incarnation of the connection)
+            tf = p.tcp_flags if k.proto == 6 else 0
+            if _flow_expired(t, f, now):
+                _flow_flush_pending(c, f)
+                a.totals[TOT_FLOW_TIMEOUTS] += 1
+                _flow_init(t, a, f, &k, now)
+                d = 0
+            elif ((tf & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN and _flow_class(f) == FT_TCP_CLOSED):
+                _flow_flush_pending(c, f)
+                _flow_init(t, a, f, &k, now)
+                d = 0
+        if <int32_t>(now - f.last) > 0:
+            f.last = now
+        if k.proto == 6:
+            tf = p.tcp_flags
+            if tf & TCPF_RST:
+                f.state |= FL_RST
+            if tf & TCPF_FIN:
+                f.state |= FL_FIN0 if d == 0 else FL_FIN1
+        if f.state & FL_STRONG:
+            agg_add(a, s.watch, s.direction, f.sni if f.sni != 0 else s.peer, f.tag, 1, wl, 0)
+            continue
+        sni = 0
+        if f.state & FL_GAVEUP:
+            tag = tag_packet(rules, p, frame, s.peer, &sni)
+            agg_add(a, s.watch, s.direction, sni if sni != 0 else s.peer, tag, 1, wl, 0)
+            continue
+        strong = 0
+        tag = tag_packet_ex(rules, p, frame, s.peer, &sni, &strong)
+        if <uint64_t>f.pbytes[d] + wl > 0xFFFFFFFFU:
+            # cannot hold it (a multi-GiB TSO frame): give up on this flow now
+            f.state |= FL_GAVEUP
+            _flow_emit(c, f, 0, f.ftag[0], 0, &s if d == 0 else NULL, False)
+            _flow_emit(c, f, 1, f.ftag[1], 0, &s if d == 1 else NULL, False)
+            agg_add(a, s.watch, s.direction, sni if sni != 0 else s.peer, tag, 1, wl, 0)
+            continue
+        f.pkts[d] += 1
+        f.pbytes[d] += wl
+        f.ftag[d] = tag
+        if f.seen[d] < 255:
+            f.seen[d] += 1
+        if strong:
+            f.tag = tag
+            f.sni = sni
+            f.state |= FL_STRONG
+            _flow_emit(c, f, 0, tag, sni, &s if d == 0 else NULL, False)
+            _flow_emit(c, f, 1, tag, sni, &s if d == 1 else NULL, False)
+        elif ((f.seen[0] + <uint32_t>f.seen[1] >= 2 * t.inspect_packets)
+              or ((f.seen[0] >= t.inspect_packets or f.pbytes[0] >= t.inspect_bytes)
+                  and (f.seen[1] >= t.inspect_packets or f.pbytes[1] >= t.inspect_bytes))):
+            f.state |= FL_GAVEUP
+            _flow_emit(c, f, 0, f.ftag[0], 0, &s if d == 0 else NULL, False)
+            _flow_emit(c, f, 1, f.ftag[1], 0, &s if d == 1 else NULL, False)

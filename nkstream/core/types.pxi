@@ -72,6 +72,7 @@ ctypedef struct pkt_t:
     uint32_t l3_off       # offset of the (outer) IP header in the frame
     uint32_t l4_off       # offset of the L4 payload (after TCP/UDP/SCTP header)
     uint32_t l4_len       # captured bytes of L4 payload (<= caplen - l4_off)
+    uint32_t frag_id      # IP fragment identification (IPv4: 16 bits, IPv6: 32), with PF_FRAG
 
 # Direction of a packet relative to the watch table (DESIGN.md vocabulary).
 cdef enum:
