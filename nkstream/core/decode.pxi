@@ -702,7 +702,7 @@ def decode_columns(const uint8_t[::1] data, recs):
     `data` is the batch buffer, `recs` a REC_DTYPE array locating frames in it.
     Columns: error (u2), ipver, proto (u1), flags (u2), nvlan (u1), vlan ((n, MAX_VLANS)
     u2), sport, dport (u2), src, dst ((n, 16) u1), gre_ver (u1), gre_ptype (u2),
-    gre_key, spi (u4), tcp_flags (u1), l4_off, l4_len (u4).  A stripped VLAN tag
+    gre_key, spi (u4), tcp_flags (u1), l4_off, l4_len, frag_id (u4).  A stripped VLAN tag
     (rec.vlan_tpid != 0) is restored as the outermost VLAN id.
     """
     cdef Py_ssize_t nbytes = data.shape[0]
@@ -720,7 +720,7 @@ def decode_columns(const uint8_t[::1] data, recs):
         "gre_ver": np.zeros(n, np.uint8), "gre_ptype": np.zeros(n, np.uint16),
         "gre_key": np.zeros(n, np.uint32), "spi": np.zeros(n, np.uint32),
         "tcp_flags": np.zeros(n, np.uint8), "l4_off": np.zeros(n, np.uint32),
-        "l4_len": np.zeros(n, np.uint32),
+        "l4_len": np.zeros(n, np.uint32), "frag_id": np.zeros(n, np.uint32),
     }
     cdef uint16_t[::1] c_error = cols["error"]
     cdef uint8_t[::1] c_ipver = cols["ipver"]
@@ -739,6 +739,7 @@ def decode_columns(const uint8_t[::1] data, recs):
     cdef uint8_t[::1] c_tcp_flags = cols["tcp_flags"]
     cdef uint32_t[::1] c_l4_off = cols["l4_off"]
     cdef uint32_t[::1] c_l4_len = cols["l4_len"]
+    cdef uint32_t[::1] c_frag_id = cols["frag_id"]
     cdef int k
     with nogil:
         for i in range(n):
@@ -764,6 +765,7 @@ def decode_columns(const uint8_t[::1] data, recs):
             c_tcp_flags[i] = p.tcp_flags
             c_l4_off[i] = p.l4_off
             c_l4_len[i] = p.l4_len
+            c_frag_id[i] = p.frag_id
     return cols
 
 

@@ -260,8 +260,10 @@ cdef inline bint flow_key(ftab_t* t, pkt_t* p, fkey_t* k) noexcept nogil:
                 if (fe.ipver != p.ipver or fe.id != p.frag_id or fe.proto != p.proto
                         or not _eq16(fe.src, p.src) or not _eq16(fe.dst, p.dst)):
                     return False
+                # the datagram's ports: the per-packet fallback tag uses them too
                 p.sport = fe.sport
                 p.dport = fe.dport
+                p.flags |= PF_PORTS
         elif (fl & PF_PORTS) == 0:
             return False
         k.sport = p.sport
@@ -323,8 +325,14 @@ cdef inline uint32_t _be32(const uint8_t* b) noexcept nogil:
 cdef void _flow_sides(const fctx_t* c, const flow_t* f, int d, sides_t* s) noexcept nogil:
     """The sides of a packet of flow `f` going direction `d` (0: initiator's way)."""
     cdef pkt_t q
-    cdef const uint8_t* src = &f.a[0] if d == 0 else &f.b[0]
-    cdef const uint8_t* dst = &f.b[0] if d == 0 else &f.a[0]
+    cdef const uint8_t* src
+    cdef const uint8_t* dst
+    if d == 0:
+        src = f.a
+        dst = f.b
+    else:
+        src = f.b
+        dst = f.a
     q.ipver = 6 if (f.state & FL_V6) else 4
     memcpy(q.src, src, 16)
     memcpy(q.dst, dst, 16)

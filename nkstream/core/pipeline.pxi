@@ -147,7 +147,9 @@ cdef class Classifier:
     def annotate(self, const uint8_t[::1] data, recs):
         """Per-packet verdicts for inspection (`nkstream decode`): dict of numpy
         columns watch_src, watch_dst, peer_src, peer_dst (label ids), direction,
-        watch, peer (the key's labels) and tag.  Counts nothing."""
+        watch, peer (the key's labels), tag, sni (the service label a ClientHello SNI
+        gave, 0: none) and strong (1: the tag came from a payload signature or an SNI,
+        what fixes a flow's verdict).  Per packet: no flow state.  Counts nothing."""
         cdef rec_t* r
         cdef Py_ssize_t n, i
         _check_batch(data, recs, &r, &n)
@@ -155,6 +157,8 @@ cdef class Classifier:
                ("watch_src", "watch_dst", "peer_src", "peer_dst", "watch", "peer")}
         out["direction"] = np.zeros(n, np.uint8)
         out["tag"] = np.zeros(n, np.uint16)
+        out["sni"] = np.zeros(n, np.uint32)
+        out["strong"] = np.zeros(n, np.uint8)
         if n == 0:
             return out
         cdef uint32_t[::1] ws = out["watch_src"], wd = out["watch_dst"]
@@ -162,6 +166,9 @@ cdef class Classifier:
         cdef uint32_t[::1] kw = out["watch"], kp = out["peer"]
         cdef uint8_t[::1] dr = out["direction"]
         cdef uint16_t[::1] tg = out["tag"]
+        cdef uint32_t[::1] sn = out["sni"]
+        cdef uint8_t[::1] st = out["strong"]
+        cdef uint8_t strong
         cdef const uint8_t* base = &data[0]
         cdef const uint8_t* frame
         cdef const lpm4_t* w4 = self.watch.v4
@@ -190,7 +197,10 @@ cdef class Classifier:
                     pd[i] = lpm6_lookup(p6, pkt.dst)
                 _sides(&pkt, w4, w6, p4, p6, &s)
                 sni = 0
-                tg[i] = tag_packet(rules, &pkt, frame, s.peer, &sni)
+                strong = 0
+                tg[i] = tag_packet_ex(rules, &pkt, frame, s.peer, &sni, &strong)
+                sn[i] = sni
+                st[i] = strong
                 if sni != 0:
                     s.peer = sni
                     if s.direction == DIR_INBOUND:
