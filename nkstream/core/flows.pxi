@@ -32,7 +32,7 @@ cdef extern from *:
     void NKS_PREFETCH_LINE(const void* p) noexcept nogil
 
 cdef enum:
-    FLOW_PROBE_MAX = 16       # slots a key may be displaced by (the eviction window)
+    FLOW_PROBE_MAX = 32       # slots a key may be displaced by (the eviction window)
     FLOW_TIME_SHIFT = 20      # time unit: 2**20 ns
     FRAG_SLOTS = 4096         # first-fragment memory (direct mapped)
     FLOW_AHEAD = 4            # packets decoded ahead to prefetch their flow slot
@@ -99,6 +99,7 @@ ctypedef struct ftab_t:
     uint64_t   mask
     uint32_t   shift          # 64 - log2(capacity)
     uint64_t   used
+    uint32_t   probe          # probe window: min(FLOW_PROBE_MAX, capacity)
     uint64_t   cursor         # next slot of the amortised expiry sweep
     uint32_t   now            # latest packet time seen
     uint32_t   has_now
@@ -395,7 +396,7 @@ cdef flow_t* flow_lookup(const fctx_t* c, const fkey_t* k, uint32_t now,
     cdef int n, m
     cdef int32_t age, oldest
     cdef flow_t* f
-    for n in range(FLOW_PROBE_MAX):
+    for n in range(<int>t.probe):
         f = &t.slots[i]
         if f.state == 0:
             _flow_init(t, c.a, f, k, now)
@@ -414,7 +415,7 @@ cdef flow_t* flow_lookup(const fctx_t* c, const fkey_t* k, uint32_t now,
     i = k.h >> t.shift
     victim = i
     oldest = -0x7FFFFFFF - 1
-    for n in range(FLOW_PROBE_MAX):
+    for n in range(<int>t.probe):
         j = (i + <uint64_t>n) & t.mask
         age = <int32_t>(now - t.slots[j].last)
         if age > oldest:
@@ -437,7 +438,7 @@ cdef void flow_delete(ftab_t* t, uint64_t i) noexcept nogil:
         j = (j + 1) & t.mask
         if t.slots[j].state == 0:
             break
-        if ((j - i) & t.mask) >= FLOW_PROBE_MAX:
+        if ((j - i) & t.mask) >= t.probe:
             # nothing this far from the hole can have its home at or before it
             break
         k = _flow_home(t, &t.slots[j])
@@ -493,6 +494,7 @@ FLOW_DEFAULTS = {
     "inspect_bytes": 65536,        # on-wire bytes per direction, likewise
 }
 FLOW_ENTRY_BYTES = sizeof(flow_t)
+FLOW_PROBE_WINDOW = FLOW_PROBE_MAX
 FLOW_FRAG_SLOTS = FRAG_SLOTS
 FLOW_STATE_NAMES = {"used": FL_USED, "v6": FL_V6, "strong": FL_STRONG, "gaveup": FL_GAVEUP,
                     "fin0": FL_FIN0, "fin1": FL_FIN1, "rst": FL_RST, "uncounted": FL_UNCOUNTED}
@@ -550,7 +552,12 @@ cdef class FlowTable:
             free(self.t)
             self.t = NULL
             raise MemoryError(f"flows: cannot allocate {cap} slots ({cap * sizeof(flow_t)} bytes)")
+        # Touch every page now: the bound is resident from the start, and the page
+        # faults are paid here rather than by the first packets of each slot.
+        with nogil:
+            memset(self.t.slots, 0, cap * sizeof(flow_t))
         self.t.capacity = cap
+        self.t.probe = <uint32_t>min(<uint64_t>FLOW_PROBE_MAX, cap)
         self.t.mask = cap - 1
         self.t.shift = 64 - bits
         for i in range(4):
