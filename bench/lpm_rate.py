@@ -56,6 +56,31 @@ def tables():
     return {"ipv4-20k": (small, 4), "ipv4-full-512k": (full, 4), "ipv6-27k": (v6, 6)}
 
 
+def synthetic_v6(real, n=200_000, seed=9):
+    """An IPv6 table of n prefixes: the real 2015 table plus more-specifics of random
+    real prefixes, lengths drawn from the real table's length mix.  A stand-in for
+    today's ~200k-route table, which is not in shared/data; it is deeper and more
+    scattered than a real table (every more-specific sits under a random parent)."""
+    _, _, _, n6, l6, i6 = real._arrays()
+    rng = np.random.default_rng(seed)
+    extra = n - len(l6)
+    k = rng.choice(len(l6), extra)
+    hist = np.bincount(l6, minlength=129).astype(float)
+    ln = np.maximum(rng.choice(129, extra, p=hist / hist.sum()), l6[k]).astype(np.uint8)
+    nets = n6[k].copy()
+    rnd = rng.integers(0, 256, (extra, 16), dtype=np.uint8)
+    for b in range(16):
+        free_bits = (0xFF >> np.clip(l6[k].astype(int) - 8 * b, 0, 8)).astype(np.uint8)
+        nets[:, b] = (nets[:, b] & ~free_bits) | (rnd[:, b] & free_bits)
+        keep = ((0xFF00 >> np.clip(ln.astype(int) - 8 * b, 0, 8)) & 0xFF).astype(np.uint8)
+        nets[:, b] &= keep
+    t = PrefixTable(name="ipv6-200k-synthetic")
+    t._labels, t._label_ids = list(real._labels), dict(real._label_ids)
+    t._add_arrays6(np.concatenate([n6, nets]), np.concatenate([l6, ln]),
+                   np.concatenate([i6, i6[k]]))
+    return t
+
+
 def addresses(table, family, kind, n, seed=1):
     rng = np.random.default_rng(seed)
     n4, l4, _, n6, l6, _ = table._arrays()
@@ -156,7 +181,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     print(f"{'table':16} {'addresses':9} {'M lookups/s':>11} {'ns/lookup':>9} "
           f"{'pytricia M/s':>12} {'ratio':>7} {'memory MiB':>10}")
-    for name, (table, fam) in tables().items():
+    tabs = tables()
+    tabs["ipv6-200k-synth"] = (synthetic_v6(tabs["ipv6-27k"][0]), 6)
+    for name, (table, fam) in tabs.items():
         core = table.core
         mem = (core.nbytes_v4 if fam == 4 else core.nbytes_v6) / 2**20
         for kind in ("random", "traffic"):

@@ -25,19 +25,20 @@ pushed, one uint32 per entry (a label id, or bit 31 + the index of a 256-entry g
 Memory = 4 bytes x (2^S + 256 x groups); groups = number of distinct (/S+8k)-aligned
 blocks that contain a prefix longer than that block's level.  Measured:
 
-====================================  =========  ======  =========
-table (shared/data)                    prefixes  groups  memory
-====================================  =========  ======  =========
-shipped watch table, IPv4                     3       3  0.25 MiB
-service-prefixes-2024-10, IPv4           19,201   4,472  4.62 MiB
-service-prefixes-2024-10, IPv6           12,677  12,391  12.4 MiB
-APNIC delegated 2024-11-09, IPv4         51,925   2,138  2.34 MiB
-full 2014 routing table, IPv4 (S=16)    512,621  22,305  22.0 MiB
-same, forced S=24                       512,621   1,982  65.9 MiB
-2015 routing table, IPv4 (S=16)         606,138  26,473  26.1 MiB
-2015 routing table, IPv6                 27,693  12,434  12.4 MiB
-1M IPv4 (2015 + synthetic, S=24)      1,000,000  12,704  76.4 MiB
-====================================  =========  ======  =========
+======================================  =========  =======  ========
+table                                    prefixes   groups    memory
+======================================  =========  =======  ========
+shipped watch table, IPv4                       3        3  0.25 MiB
+service-prefixes-2024-10, IPv4             19,201    4,472  4.62 MiB
+service-prefixes-2024-10, IPv6             12,677   12,391  12.4 MiB
+APNIC delegated 2024-11-09, IPv4           51,925    2,138  2.34 MiB
+full 2014 routing table, IPv4 (S=16)      512,621   22,305  22.0 MiB
+same, forced S=24                         512,621    1,982  65.9 MiB
+2015 routing table, IPv4 (S=16)           606,138   26,473  26.1 MiB
+2015 routing table, IPv6                   27,693   12,434  12.4 MiB
+200k IPv6 (2015 + synthetic)              200,000  ~92,000  90.8 MiB
+1M IPv4 (2015 + synthetic, S=24)        1,000,000   12,704  76.4 MiB
+======================================  =========  =======  ========
 
 An empty family costs its first level only (256 KiB).  The worst case is many long
 prefixes scattered over distinct /24s (or, in IPv6, distinct /40s ...): each costs up

@@ -273,6 +273,8 @@ def _l4(pkt, off, proto, p):
         _need(pkt, off, 4, "icmp.truncated")
     elif proto == 47:
         _gre(pkt, off, p, payload)
+    elif proto in (4, 41):
+        payload(off)            # the inner IP header (the tagger looks one level in)
     elif proto == 50:
         spi, _seq = struct.unpack("!II", _need(pkt, off, 8, "esp.truncated"))
         p["spi"] = spi

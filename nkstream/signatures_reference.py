@@ -150,6 +150,49 @@ class ReferenceTagger:
             return False
         return True
 
+    def inner_verdict(self, pl):
+        """(prio, tag) the tables give the IP header at the start of `pl` (IPv4 with
+        its IHL, or a fixed IPv6 header): GRE version/type, else ports, with the
+        inner protocol's rule as the floor; None when no rule applies."""
+        if len(pl) < 20:
+            return None
+        ver = pl[0] >> 4
+        if ver == 4:
+            hl = (pl[0] & 0x0F) * 4
+            if hl < 20 or hl > len(pl):
+                return None
+            proto = pl[9]
+            first = ((pl[6] & 0x1F) << 8 | pl[7]) == 0
+        elif ver == 6:
+            hl = 40
+            if len(pl) < hl:
+                return None
+            proto, first = pl[6], True
+        else:
+            return None
+        cands = []                                    # (prio, rank, tag)
+        l4 = pl[hl:]
+        if first and proto == 47 and len(l4) >= 4:
+            for gver, ptype, prio, tid in self.gre:
+                if gver == (l4[1] & 7) and (ptype is None or ptype == _be16(l4, 2)):
+                    cands.append((prio, 0, tid))
+                    break
+        elif first and proto in (6, 17, 132) and len(l4) >= 4:
+            sp, dp = _be16(l4, 0), _be16(l4, 2)
+            a, b = self.ports.get((proto, sp)), self.ports.get((proto, dp))
+            if a and b:
+                pick = (a if a[0] > b[0] else b) if a[0] != b[0] else (a if sp <= dp else b)
+            else:
+                pick = a or b
+            if pick:
+                cands.append((pick[0], 0, pick[1]))
+        if proto in self.protocols:
+            cands.append((self.protocols[proto][0], 1, self.protocols[proto][1]))
+        if not cands:
+            return None
+        best = min(cands, key=lambda c: (-c[0], c[1]))
+        return best[0], best[2]
+
     # -- the verdict -----------------------------------------------------------
     def tag(self, proto=None, sport=None, dport=None, payload=None, peer_label=0,
             gre_ver=None, gre_ptype=None) -> Tuple[int, int]:
@@ -158,6 +201,20 @@ class ReferenceTagger:
         sni_label = 0
         if sport is not None or dport is not None:
             sport, dport = sport or 0, dport or 0
+        if proto in (4, 41) and payload is not None:
+            # IP-in-IP: the inner header's table verdict, else the outer protocol's;
+            # the payload is an IP header, not L4 payload (no signatures, no SNI).
+            inner = self.inner_verdict(bytes(payload))
+            if inner is None and proto in self.protocols:
+                inner = self.protocols[proto]
+            if inner is not None:
+                cands.append((inner[0], 5, inner[1]))
+            if peer_label in self.hints:
+                cands.append((self.hints[peer_label][0], 6, self.hints[peer_label][1]))
+            if not cands:
+                return 0, 0
+            best = min(cands, key=lambda c: (-c[0], c[1]))
+            return best[2], 0
         if payload:
             payload = bytes(payload)
             for prio, _, _, tid, sig in self.payload:

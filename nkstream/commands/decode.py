@@ -16,8 +16,19 @@ line is one packet, in capture order:
   gre        {"ver", "ptype", "key"} for GRE (PPTP: ver 1, ptype 0x880B = 34827), or null
   spi        ESP/AH security parameter index, or null
   payload    bytes of L4 payload captured, or null
-  tag, category, src_label, dst_label   null until the classifier lands
+  tag, category   the signature the packet matched and its category (DESIGN.md
+             vocabulary; `unknown` when no rule matched)
+  src_label, dst_label  the address's watch label when it is in the watch table,
+             else its peer label (a TLS SNI service label overrides the peer side's),
+             or null
+  direction  outbound / inbound / internal / transit (which side is watched)
+  watch, peer  the counter key's watch and peer labels (what `classify` counts the
+             packet under), or null
   error      the reason the packet could not be decoded fully, or null
+
+The verdict columns come from the classifier that `classify` uses, built from the
+shipped defaults or `-c CONFIG`, in one `Classifier.annotate` call per batch; it
+counts nothing.
 
 Per-packet columns come from the native decoder in one call per batch
 (`nkstream._core.decode_columns`); only the JSON formatting here is per packet, which
@@ -54,6 +65,7 @@ def add_parser(subparsers):
     p.add_argument("file", metavar="FILE", help="capture file, or - for standard input")
     p.add_argument("--limit", type=_nonneg_int, metavar="N", default=None,
                    help="stop after N packets")
+    p.add_argument("-c", "--config", help="TOML config (default: shipped tables and rules)")
     return p
 
 
@@ -86,9 +98,57 @@ class _AddrText:
         return text
 
 
-def format_batch(recs, cols, error_names, addr_text):
-    """JSON lines (one string) for one batch of records and their decoded columns."""
+DIRECTION_NAMES = ("transit", "outbound", "inbound", "internal")
+
+
+class Verdicts:
+    """Label tables of one classifier, as numpy object arrays indexed by id, so that a
+    batch's verdict columns turn into names with one fancy-indexing call each."""
+
+    def __init__(self, clf):
+        import numpy as np
+
+        self.clf = clf
+        self.watch = np.array(list(clf.watch.labels), dtype=object)
+        self.peer = np.array(list(clf.peers.labels), dtype=object)
+        self.tag = np.array(list(clf.rules.tags), dtype=object)
+        self.category = np.array(list(clf.rules.tag_category), dtype=object)
+        self.direction = np.array(DIRECTION_NAMES, dtype=object)
+
+    def columns(self, data, recs):
+        import numpy as np
+
+        v = self.clf.annotate(data, recs)
+        ws, wd = v["watch_src"], v["watch_dst"]
+        # the watch label when the address is watched, else its peer label
+        src = np.where(ws != 0, self.watch[ws], self.peer[v["peer_src"]])
+        dst = np.where(wd != 0, self.watch[wd], self.peer[v["peer_dst"]])
+        return {
+            "tag": self.tag[v["tag"]].tolist(),
+            "category": self.category[v["tag"]].tolist(),
+            "src_label": src.tolist(),
+            "dst_label": dst.tolist(),
+            "direction": self.direction[v["direction"]].tolist(),
+            "watch": self.watch[v["watch"]].tolist(),
+            "peer": self.peer[v["peer"]].tolist(),
+        }
+
+
+def format_batch(recs, cols, error_names, addr_text, verdicts=None):
+    """JSON lines (one string) for one batch of records and their decoded columns
+    (and, when given, the classifier's verdict columns of `Verdicts.columns`)."""
     n = len(recs)
+    if verdicts is None:
+        none = [None] * n
+        verdicts = {k: none for k in ("tag", "category", "src_label", "dst_label",
+                                      "direction", "watch", "peer")}
+    tag = verdicts["tag"]
+    category = verdicts["category"]
+    src_label = verdicts["src_label"]
+    dst_label = verdicts["dst_label"]
+    direction = verdicts["direction"]
+    watch = verdicts["watch"]
+    peer = verdicts["peer"]
     ts = recs["ts_ns"].tolist()
     caplen = recs["caplen"].tolist()
     wirelen = recs["wirelen"].tolist()
@@ -138,10 +198,13 @@ def format_batch(recs, cols, error_names, addr_text):
                     if f & PF_GRE else None),
             "spi": spi[i] if f & PF_SPI else None,
             "payload": l4_len[i] if f & PF_PAYLOAD else None,
-            "tag": None,
-            "category": None,
-            "src_label": None,
-            "dst_label": None,
+            "tag": tag[i],
+            "category": category[i],
+            "src_label": src_label[i],
+            "dst_label": dst_label[i],
+            "direction": direction[i],
+            "watch": watch[i],
+            "peer": peer[i],
             "error": error_names[error[i]],
         }
         out.append(dumps(obj))
@@ -152,9 +215,13 @@ def format_batch(recs, cols, error_names, addr_text):
 def run(args):
     from nkstream import _core
     from nkstream.capture import CaptureError, open_capture
+    from nkstream.classify import Classifier
     from nkstream.cli import UserError
 
     limit = args.limit
+    if args.file != "-" and not os.path.exists(args.file):
+        raise UserError(f"{args.file}: no such file")
+    verdicts = Verdicts(Classifier.from_config(args.config))
     addr_text = _AddrText()
     names = _core.ERROR_NAMES
     stdout = sys.stdout
@@ -172,7 +239,8 @@ def run(args):
                             break
                         recs = recs[:limit - written]
                     cols = _core.decode_columns(data, recs)
-                    stdout.write(format_batch(recs, cols, names, addr_text))
+                    stdout.write(format_batch(recs, cols, names, addr_text,
+                                              verdicts.columns(data, recs)))
                     written += len(recs)
             except CaptureError as exc:
                 stdout.flush()

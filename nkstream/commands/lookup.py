@@ -55,72 +55,15 @@ def _tables_from_prefixes(args):
 
 
 def _tables_from_config(path):
-    """(watch, peers) tables of a config file, through nkstream.config when present."""
-    try:
-        from .. import config as _config
-    except ImportError:  # config module not part of this build: read [tables] here
-        _config = None
+    """(watch, peers) tables of a config file (nkstream.config)."""
+    from ..config import build_tables, load_config
     from ..prefixes import PrefixFileError
 
     try:
-        if _config is not None:
-            cfg = _config.load_config(path)
-            watch, peers = _config.build_tables(cfg)
-        else:
-            watch, peers = _read_tables_section(path)
-    except PrefixFileError as exc:
-        raise UserError(str(exc)) from None
-    except ValueError as exc:  # ConfigError is a ValueError
+        watch, peers = build_tables(load_config(path))
+    except (PrefixFileError, ValueError) as exc:  # ConfigError is a ValueError
         raise UserError(str(exc)) from None
     return [("watch", watch), ("peer", peers)]
-
-
-def _read_tables_section(path):
-    """Minimal reader of a config's [tables] (watch, peers, defaults), same semantics
-    as nkstream.config.build_tables, for builds without nkstream/config.py."""
-    try:
-        import tomllib as toml
-    except ModuleNotFoundError:  # Python < 3.11
-        import tomli as toml
-    from ..prefixes import PrefixTable, default_peers, default_watch
-
-    try:
-        with open(path, "rb") as fh:
-            doc = toml.load(fh)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except toml.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML: {exc}") from None
-    base = os.path.dirname(os.path.abspath(path))
-    sec = doc.get("tables", {})
-    defaults = sec.get("defaults", True)
-
-    def sources(key):
-        val = sec.get(key, [])
-        if isinstance(val, (str, dict)):
-            val = [val]
-        out = []
-        for i, item in enumerate(val if isinstance(val, list) else [None]):
-            if isinstance(item, str):
-                out.append((os.path.join(base, item), None, {}))
-            elif isinstance(item, dict) and isinstance(item.get("path"), str):
-                opts = {k: v for k, v in item.items() if k not in ("path", "format")}
-                if isinstance(opts.get("asnames"), str):
-                    opts["asnames"] = os.path.join(base, opts["asnames"])
-                out.append((os.path.join(base, item["path"]), item.get("format"), opts))
-            else:
-                raise UserError(f"{path}: [tables.{key}[{i}]]: expected a path or {{path = ..., format = ...}}")
-        return out
-
-    watch_src, peer_src = sources("watch"), sources("peers")
-    watch = default_watch() if (defaults and not watch_src) else PrefixTable()
-    peers = default_peers() if defaults else PrefixTable()
-    for table, srcs in ((watch, watch_src), (peers, peer_src)):
-        for p, fmt, opts in srcs:
-            if not os.path.isfile(p):
-                raise UserError(f"{p}: no such file")
-            table.load(p, format=fmt, **opts)
-    return watch, peers
 
 
 def run(args):

@@ -312,8 +312,16 @@ cdef inline uint16_t decode_l4(const uint8_t* f, uint32_t off, uint32_t end,
         return decode_esp(f, off, end, out)
     if proto == 51:
         return decode_ah(f, off, end, out)
-    # IP-in-IP (4, 41) and everything else: the outer header is the packet's
-    # identity; l4_off/l4_len locate the inner bytes without PF_PAYLOAD.
+    if proto == 4 or proto == 41:
+        # IP-in-IP / 6in4 (RFC 2003, RFC 4213): the OUTER header stays the packet's
+        # identity (addresses, proto 4/41, as tshark reports the outer header);
+        # PF_PAYLOAD with l4_off at the inner IP header lets the tagger look one
+        # header deeper (e.g. PPTP's GRE inside IPv4-in-IPv6).
+        if off <= end:
+            set_payload(out, off, end)
+        return ERR_NONE
+    # Everything else: the outer header is the packet's identity; l4_off/l4_len
+    # locate the bytes after it without PF_PAYLOAD.
     return ERR_NONE
 
 

@@ -63,6 +63,44 @@ cdef inline uint32_t lpm6_lookup(const lpm6_t* t, const uint8_t* a) noexcept nog
     return e
 
 
+cdef enum:
+    LPM6_LANES = 8
+
+
+cdef void lpm6_lookup_batch(const lpm6_t* t, const uint8_t* addrs, Py_ssize_t n,
+                            uint32_t* out) noexcept nogil:
+    """lpm6_lookup for n addresses (16 bytes each), LPM6_LANES at a time, one trie
+    level per step across the lanes.
+
+    One IPv6 lookup is a chain of dependent loads whose length varies with the
+    address, so the loop branch mispredicts about once per lookup and the CPU cannot
+    run ahead into the next lookup's loads: in big tables the cache misses queue up.
+    Stepping several lookups together issues their loads side by side (the
+    "group prefetch" / AMAC idea), so misses overlap.  Same results as lpm6_lookup."""
+    cdef uint32_t e[LPM6_LANES]
+    cdef const uint8_t* p[LPM6_LANES]
+    cdef Py_ssize_t base = 0, j, m
+    cdef uint32_t live
+    while base < n:
+        m = n - base if n - base < LPM6_LANES else LPM6_LANES
+        live = 0
+        for j in range(m):
+            p[j] = addrs + (base + j) * 16
+            e[j] = t.tbl0[(<uint32_t>p[j][0] << 8) | p[j][1]]
+            p[j] += 2
+            live |= e[j]
+        while live & LPM_EXT:
+            live = 0
+            for j in range(m):
+                if e[j] & LPM_EXT:
+                    e[j] = t.tbl8[(<size_t>(e[j] & LPM_IDX) << 8) | p[j][0]]
+                    p[j] += 1
+                    live |= e[j]
+        for j in range(m):
+            out[base + j] = e[j]
+        base += LPM6_LANES
+
+
 cdef void lpm_free(lpm_trie_t* t) noexcept nogil:
     if t != NULL:
         free(t.tbl0)
@@ -340,8 +378,9 @@ cdef class PrefixCore:
                 o[i] = lpm4_lookup(t, addrs[i])
         return out
 
-    def lookup_many_v6(self, const uint8_t[:, ::1] addrs not None, out=None):
-        """Label ids (uint32 array) for an (n, 16) uint8 array of IPv6 addresses."""
+    def lookup_many_v6(self, const uint8_t[:, ::1] addrs not None, out=None, bint interleave=True):
+        """Label ids (uint32 array) for an (n, 16) uint8 array of IPv6 addresses.
+        interleave=False: one address at a time (lpm6_lookup; for benchmarks)."""
         cdef Py_ssize_t i, n = addrs.shape[0]
         if n and addrs.shape[1] != 16:
             raise ValueError("IPv6 addresses must be an (n, 16) uint8 array")
@@ -351,9 +390,13 @@ cdef class PrefixCore:
         if o.shape[0] != n:
             raise ValueError("out has the wrong length")
         cdef const lpm6_t* t = self.v6
-        with nogil:
-            for i in range(n):
-                o[i] = lpm6_lookup(t, &addrs[i, 0])
+        if n and interleave:
+            with nogil:
+                lpm6_lookup_batch(t, &addrs[0, 0], n, &o[0])
+        elif n:
+            with nogil:
+                for i in range(n):
+                    o[i] = lpm6_lookup(t, &addrs[i, 0])
         return out
 
     @property

@@ -304,6 +304,49 @@ cdef inline uint32_t _better(uint32_t cand, uint32_t best) noexcept nogil:
     return cand if (cand >> 16) > (best >> 16) else best
 
 
+cdef inline uint32_t _inner_verdict(const rules_t* r, const uint8_t* pl,
+                                   uint32_t n) noexcept nogil:
+    # The table verdict of the IP header inside an IP-in-IP / 6in4 packet (one level,
+    # no extension headers): GRE version + protocol type (PPTP's data channel rides in
+    # IPv4-in-IPv6 in zeek__tunnels_gre-pptp.pcap), else the inner ports and protocol.
+    # `pl`/`n` are the captured bytes after the outer header; 0 = no verdict.
+    cdef uint32_t hl, v = 0
+    cdef uint8_t proto
+    cdef int k
+    cdef const uint32_t* tab = NULL
+    if n < 20:
+        return 0
+    if (pl[0] >> 4) == 4:
+        hl = (pl[0] & 0x0F) * 4                     # RFC 791: IHL in 32-bit words
+        if hl < 20 or hl > n:
+            return 0
+        proto = pl[9]
+        if ((pl[6] & 0x1F) << 8 | pl[7]) != 0:      # a non-first fragment: no L4 header
+            return r.proto_tab[proto]
+    elif (pl[0] >> 4) == 6:
+        hl = 40                                      # RFC 8200 fixed header
+        if n < hl:
+            return 0
+        proto = pl[6]
+    else:
+        return 0
+    if proto == 47:
+        if hl + 4 <= n:
+            for k in range(<int>r.n_gre):
+                if (r.gre[k].ver == (pl[hl + 1] & 0x07) and
+                        (r.gre[k].any_ptype or
+                         r.gre[k].ptype == ((<uint16_t>pl[hl + 2] << 8) | pl[hl + 3]))):
+                    v = r.gre[k].verdict
+                    break
+    elif proto == PROTO_TCP or proto == PROTO_UDP or proto == PROTO_SCTP:
+        if hl + 4 <= n:
+            tab = r.port_tab[0] if proto == PROTO_TCP else (
+                r.port_tab[1] if proto == PROTO_UDP else r.port_tab[2])
+            v = _port_pick(tab, (<uint16_t>pl[hl] << 8) | pl[hl + 1],
+                           (<uint16_t>pl[hl + 2] << 8) | pl[hl + 3])
+    return _better(r.proto_tab[proto], v)
+
+
 cdef uint16_t tag_packet(const rules_t* r, const pkt_t* p, const uint8_t* frame,
                          uint32_t peer_label, uint32_t* sni_label) noexcept nogil:
     """Tag id of one decoded packet (0 = unknown); see docs/signatures.md.
@@ -349,7 +392,15 @@ cdef inline uint16_t tag_packet_ex(const rules_t* r, const pkt_t* p, const uint8
                 tab = r.port_tab[2]
             if tab != NULL:
                 tb = _better(_port_pick(tab, p.sport, p.dport), tb)
-        tb = _better(r.proto_tab[p.proto], tb)
+        if (p.proto == 4 or p.proto == 41) and (f & PF_PAYLOAD):
+            # IP-in-IP: what the inner header says, when the rules say anything about
+            # it, is what the tunnel carries; else the outer protocol (ip-in-ip).
+            tb = _inner_verdict(r, frame + p.l4_off, p.l4_len)
+            if tb == 0:
+                tb = r.proto_tab[p.proto]
+            f = f & ~PF_PAYLOAD        # an IP header, not an L4 payload to match
+        else:
+            tb = _better(r.proto_tab[p.proto], tb)
     if peer_label < r.n_hints:
         tb = _better(r.hints[peer_label], tb)
     if (f & PF_PAYLOAD) and p.l4_len != 0:
