@@ -68,6 +68,10 @@ class Classifier:
     def annotate(self, data, recs):
         return self.core.annotate(data, recs)
 
+    def annotate_flows(self, data, recs):
+        """Per-packet verdicts with flow state (counts too); see resolve_flow_verdicts."""
+        return self.core.annotate_flows(data, recs)
+
     def close_window(self):
         """A snapshot window closes: count pending packets of undecided flows, end
         idle flows (see _core.Classifier.close_window).  Call before snapshot()."""
@@ -160,6 +164,28 @@ def classify_files(paths, clf, *, interval=None, on_window=None, progress=None,
         end = (last_ts + 1) if last_ts is not None else start
         close(start, end)
     return windows
+
+
+def resolve_flow_verdicts(parts):
+    """Final per-packet verdicts from a sequence of `annotate_flows` outputs (one
+    window, in order): a packet held pending takes its flow's verdict when a later
+    packet fixed one (tag, and the verdict's service label as peer when it has one),
+    else keeps its own tag.  Updates the parts' `tag` and `peer` in place and
+    returns them."""
+    verdicts = {}
+    for o in parts:
+        for i in np.flatnonzero(o["verdict_fid"]):
+            verdicts[int(o["verdict_fid"][i])] = (int(o["tag"][i]), int(o["verdict_sni"][i]))
+    if not verdicts:
+        return parts
+    for o in parts:
+        for i in np.flatnonzero(o["pending"]):
+            v = verdicts.get(int(o["fid"][i]))
+            if v is not None:
+                o["tag"][i] = v[0]
+                if v[1]:
+                    o["peer"][i] = v[1]
+    return parts
 
 
 def snapshot_meta(clf, sources, extra=None):

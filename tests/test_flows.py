@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nkstream import _core, synth
-from nkstream.classify import Classifier, classify_files, flow_fanout_warning
+from nkstream.classify import (Classifier, classify_files, flow_fanout_warning,
+                               resolve_flow_verdicts)
 from nkstream.config import ConfigError, load_config
 from nkstream.prefixes import PrefixTable
 from nkstream.rules import Rules
@@ -549,18 +550,28 @@ def test_native_flow_state_matches_the_model(env, ops, n_inspect):
                       dict(opts))
     ts = T0
     pending = []
-    windows_native, windows_model = [], []
+    windows_native, windows_model, windows_ann = [], [], []
+    checked = []
+    parts = []
 
     def run(cut_window):
         if pending:
             data, recs = batch(pending)
-            core.process(data, recs)
+            # annotate_flows counts exactly as process() does, and says per packet
+            # how; every other window goes through process() itself
+            if len(windows_native) % 2 == 0:      # every other window
+                parts.append(core.annotate_flows(data, recs))
+            else:
+                core.process(data, recs)
+                parts.append(None)
             for pk in _model_packets(env, data, recs, core):
                 model.packet(pk)
             pending.clear()
         if cut_window:
             windows_native.append(close(core, counters))
             windows_model.append(model.close_window())
+            windows_ann.append(list(parts))
+            parts.clear()
 
     for n, (kind, a, b, rev, port, flags, pl, gap, ctl) in enumerate(ops):
         ts += gap
@@ -573,15 +584,27 @@ def test_native_flow_state_matches_the_model(env, ops, n_inspect):
         if ctl <= 1:
             run(ctl == 0)
     run(True)
-    for snap, (mrows, mtot) in zip(windows_native, windows_model):
+    for snap, (mrows, mtot), ann in zip(windows_native, windows_model, windows_ann):
         t = snap["totals"]
         assert rows(snap) == mrows
+        if ann and all(a is not None for a in ann):
+            checked.append(1)
+            # the per-packet account, pending packets resolved, sums to the rows
+            resolve_flow_verdicts(ann)
+            per = {}
+            for a in ann:
+                for i in range(len(a["tag"])):
+                    k = (int(a["watch"][i]), int(a["direction"][i]), int(a["peer"][i]),
+                         int(a["tag"][i]))
+                    per[k] = per.get(k, 0) + 1
+            assert per == {k: v[0] for k, v in mrows.items() if v[0]}
         for name, v in mtot.items():
             assert t[name] == v, name
         assert int(snap["columns"]["packets"].sum()) == t["packets"]
         assert int(snap["columns"]["bytes"].sum()) == t["bytes"]
         assert int(snap["columns"]["flows"].sum()) == t["flows"]
     assert len(ft) == len(model.flows)
+    assert checked                                  # window 0 always is annotated
 
 
 # --- wiring -----------------------------------------------------------------------------
@@ -643,3 +666,19 @@ def test_classify_cli_shows_flows(capsys):
     assert main(["classify", "--sample", "--no-progress", "--no-flows"]) == 0
     out = capsys.readouterr().out
     assert "evicted" not in out
+
+
+def test_annotate_flows_resolves_pending_packets_to_the_verdict(env):
+    pk = tls_flow()
+    core, counters, ft = make(env)
+    d1, r1 = batch(pk[:3])
+    d2, r2 = batch(pk[3:])
+    parts = [core.annotate_flows(d1, r1), core.annotate_flows(d2, r2)]
+    assert list(parts[0]["pending"]) == [1, 1, 1]
+    assert parts[1]["verdict_fid"][0] == parts[0]["fid"][0] != 0
+    resolve_flow_verdicts(parts)
+    video, yt = tid(env, "video-stream"), lid(env, "peers", "youtube")
+    assert all(int(t) == video for p in parts for t in p["tag"])
+    assert all(int(x) == yt for p in parts for x in p["peer"])
+    with pytest.raises(ValueError):
+        make(env, flows=False)[0].annotate_flows(d1, r1)

@@ -139,10 +139,58 @@ cdef class Classifier:
             return n
         self._ctx(&fc)
         with nogil:
-            _process_batch_flows(base, r, n, rules, &fc)
+            _process_batch_flows(base, r, n, rules, &fc, NULL)
             # amortised expiry: a bounded slice of the table per batch
             flow_sweep(&fc, <uint64_t>(n // 2 + 64), False)
         return n
+
+    def annotate_flows(self, const uint8_t[::1] data, recs):
+        """Process one batch with flow state (counting as `process` does) and say, per
+        packet, how it was counted: numpy columns tag, peer, watch, direction,
+        pending (1: held until its flow's verdict), fid (flow serial, 0: no flow)
+        verdict_fid and verdict_sni (the flow whose verdict this packet fixed, and the
+        service label of the verdict).  A pending
+        packet's final tag is the verdict of its flow if a later packet fixes one
+        before the window closes or the flow ends, else its own tag (see
+        nkstream.classify.annotate_capture).  Needs a FlowTable; turns on its flow
+        serials (FlowTable.track_ids)."""
+        cdef rec_t* r
+        cdef Py_ssize_t n
+        cdef fctx_t fc
+        cdef fann_t o
+        if self.flows is None:
+            raise ValueError("annotate_flows needs flow state (a FlowTable)")
+        self.flows.track_ids()
+        _check_batch(data, recs, &r, &n)
+        out = {"tag": np.zeros(n, np.uint16), "peer": np.zeros(n, np.uint32),
+               "watch": np.zeros(n, np.uint32), "direction": np.zeros(n, np.uint8),
+               "pending": np.zeros(n, np.uint8), "fid": np.zeros(n, np.uint64),
+               "verdict_fid": np.zeros(n, np.uint64), "verdict_sni": np.zeros(n, np.uint32)}
+        if n == 0:
+            return out
+        cdef uint16_t[::1] a_tag = out["tag"]
+        cdef uint32_t[::1] a_peer = out["peer"]
+        cdef uint32_t[::1] a_watch = out["watch"]
+        cdef uint8_t[::1] a_dir = out["direction"]
+        cdef uint8_t[::1] a_pend = out["pending"]
+        cdef uint64_t[::1] a_fid = out["fid"]
+        cdef uint64_t[::1] a_vfid = out["verdict_fid"]
+        cdef uint32_t[::1] a_vsni = out["verdict_sni"]
+        o.tag = &a_tag[0]
+        o.peer = &a_peer[0]
+        o.watch = &a_watch[0]
+        o.direction = &a_dir[0]
+        o.pending = &a_pend[0]
+        o.fid = &a_fid[0]
+        o.verdict_fid = &a_vfid[0]
+        o.verdict_sni = &a_vsni[0]
+        cdef const uint8_t* base = &data[0]
+        cdef const rules_t* rules = self.rules.r
+        self._ctx(&fc)
+        with nogil:
+            _process_batch_flows(base, r, n, rules, &fc, &o)
+            flow_sweep(&fc, <uint64_t>(n // 2 + 64), False)
+        return out
 
     def annotate(self, const uint8_t[::1] data, recs):
         """Per-packet verdicts for inspection (`nkstream decode`): dict of numpy
@@ -262,8 +310,19 @@ cdef inline void _decode_ahead(const uint8_t* base, const rec_t* rec, pkt_t* p,
                                          FL_V6 if p.ipver == 6 else 0) >> t.shift])
 
 
+cdef inline void _ann(fann_t* o, Py_ssize_t i, const sides_t* s, uint32_t peer,
+                      uint16_t tag, uint8_t pending, uint64_t fid) noexcept nogil:
+    o.tag[i] = tag
+    o.peer[i] = peer
+    o.watch[i] = s.watch
+    o.direction[i] = s.direction
+    o.pending[i] = pending
+    o.fid[i] = fid
+
+
 cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n,
-                               const rules_t* rules, const fctx_t* c) noexcept nogil:
+                               const rules_t* rules, const fctx_t* c,
+                               fann_t* ann) noexcept nogil:
     """The per-batch loop with flow state (docs/flows.md): a flow's first packets are
     tagged per packet and held as pending until a payload signature or SNI fixes the
     flow's verdict (then they are counted under it) or the inspection budget runs out
@@ -298,6 +357,8 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
             sni = 0
             tag = tag_packet(rules, p, frame, s.peer, &sni)
             agg_add(a, s.watch, s.direction, sni if sni != 0 else s.peer, tag, 1, wl, 0)
+            if ann != NULL:
+                _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, 0)
             continue
         now = <uint32_t>(<uint64_t>r[i].ts_ns >> FLOW_TIME_SHIFT)
         flow_note_time(t, now)
@@ -325,11 +386,15 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
                 f.state |= FL_FIN0 if d == 0 else FL_FIN1
         if f.state & FL_STRONG:
             agg_add(a, s.watch, s.direction, f.sni if f.sni != 0 else s.peer, f.tag, 1, wl, 0)
+            if ann != NULL:
+                _ann(ann, i, &s, f.sni if f.sni != 0 else s.peer, f.tag, 0, t.ids[f - t.slots])
             continue
         sni = 0
         if f.state & FL_GAVEUP:
             tag = tag_packet(rules, p, frame, s.peer, &sni)
             agg_add(a, s.watch, s.direction, sni if sni != 0 else s.peer, tag, 1, wl, 0)
+            if ann != NULL:
+                _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, t.ids[f - t.slots])
             continue
         strong = 0
         tag = tag_packet_ex(rules, p, frame, s.peer, &sni, &strong)
@@ -339,7 +404,11 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
             _flow_emit(c, f, 0, f.ftag[0], 0, &s if d == 0 else NULL, False)
             _flow_emit(c, f, 1, f.ftag[1], 0, &s if d == 1 else NULL, False)
             agg_add(a, s.watch, s.direction, sni if sni != 0 else s.peer, tag, 1, wl, 0)
+            if ann != NULL:
+                _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, t.ids[f - t.slots])
             continue
+        if ann != NULL:
+            _ann(ann, i, &s, s.peer, tag, 1, t.ids[f - t.slots])
         f.pkts[d] += 1
         f.pbytes[d] += wl
         f.ftag[d] = tag
@@ -349,11 +418,17 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
             f.tag = tag
             f.sni = sni
             f.state |= FL_STRONG
+            if ann != NULL:
+                _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, t.ids[f - t.slots])
+                ann.verdict_fid[i] = t.ids[f - t.slots]
+                ann.verdict_sni[i] = sni
             _flow_emit(c, f, 0, tag, sni, &s if d == 0 else NULL, False)
             _flow_emit(c, f, 1, tag, sni, &s if d == 1 else NULL, False)
         elif ((f.seen[0] + <uint32_t>f.seen[1] >= 2 * t.inspect_packets)
               or ((f.seen[0] >= t.inspect_packets or f.pbytes[0] >= t.inspect_bytes)
                   and (f.seen[1] >= t.inspect_packets or f.pbytes[1] >= t.inspect_bytes))):
             f.state |= FL_GAVEUP
+            if ann != NULL:
+                ann.pending[i] = 0
             _flow_emit(c, f, 0, f.ftag[0], 0, &s if d == 0 else NULL, False)
             _flow_emit(c, f, 1, f.ftag[1], 0, &s if d == 1 else NULL, False)
