@@ -10,7 +10,9 @@ all), each upstream flow (5-tuple, its protocol and category) is joined with the
 packets nkstream decodes into the same 5-tuple, and the bytes (on-wire lengths, as
 both count them) are compared by category after mapping the upstream taxonomy onto
 nkstream's (MAPPING below).  nkstream's verdict is per packet, from
-`Classifier.annotate` with the shipped default config; the share of a flow's bytes
+`Classifier.annotate` with the shipped default config (flow state on, the default:
+`Classifier.annotate_flows`, so a packet seen before its flow's payload / SNI verdict
+takes that verdict, docs/flows.md); the share of a flow's bytes
 whose packets got the flow's category is what agrees.
 
 IP-in-IP / 6in4 packets are joined by their inner header's 5-tuple (the flow upstream
