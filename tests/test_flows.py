@@ -682,3 +682,25 @@ def test_annotate_flows_resolves_pending_packets_to_the_verdict(env):
     assert all(int(x) == yt for p in parts for x in p["peer"])
     with pytest.raises(ValueError):
         make(env, flows=False)[0].annotate_flows(d1, r1)
+
+
+def test_frag_id_is_the_ip_identification(env):
+    """pkt_t.frag_id: IPv4's 16-bit Identification (RFC 791) and the IPv6 fragment
+    header's 32-bit one (RFC 8200 s4.5), for fragments only; checked by struct."""
+    six = ipaddress.ip_address(CLIENT6).packed, ipaddress.ip_address(SERVER6).packed
+    fh_first = struct.pack("!BBHI", 17, 0, 1, 0xDEADBEEF)              # offset 0, M
+    fh_later = struct.pack("!BBHI", 17, 0, (2 << 3), 0xDEADBEEF)      # offset 16 bytes
+    body = struct.pack("!HHHH", 1000, 2000, 40, 0) + b"x" * 8
+    v6 = [MAC + b"\x86\xdd" + struct.pack("!IHBB", 6 << 28, len(fh) + len(pl), 44, 64)
+          + six[0] + six[1] + fh + pl for fh, pl in ((fh_first, body), (fh_later, b"y" * 16))]
+    pk = [(T0, udp(CLIENT, SERVER, 1, 2, b"z" * 40, ident=0xBEEF, frag=0x2000)),
+          (T0 + 1, ip(CLIENT, SERVER, 17, b"w" * 16, ident=0xBEEF, frag=6)),
+          (T0 + 2, udp(CLIENT, SERVER, 1, 2, b"z", ident=0x1111)),              # no fragment
+          (T0 + 3, v6[0]), (T0 + 4, v6[1])]
+    data, recs = batch(pk)
+    cols = _core.decode_columns(data, recs)
+    assert [int(x) for x in cols["frag_id"]] == [0xBEEF, 0xBEEF, 0, 0xDEADBEEF, 0xDEADBEEF]
+    core, counters, ft = make(env)
+    core.process(data, recs)
+    # each datagram's later fragment joins its first fragment's flow
+    assert sorted(sum(e["seen"]) for e in ft.entries()) == [2, 3]

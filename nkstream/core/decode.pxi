@@ -813,7 +813,8 @@ def decode_one(bytes frame, int linktype, int vlan_tci=-1):
     `vlan_tci` >= 0 restores a kernel-stripped tag as decode_columns does.
     Keys: error (reason name or None), error_id, ipver, proto, flags, vlan (list of
     the stored ids), nvlan, sport, dport, src, dst (text or None), src_bytes,
-    dst_bytes, tcp_flags, gre_ver, gre_ptype, gre_key, spi, l3_off, l4_off, l4_len.
+    dst_bytes, tcp_flags, gre_ver, gre_ptype, gre_key, spi, l3_off, l4_off, l4_len,
+    frag_id (IP Identification of a fragment, else 0).
     """
     cdef pkt_t p
     cdef rec_t r
@@ -839,7 +840,7 @@ def decode_one(bytes frame, int linktype, int vlan_tci=-1):
         "src_bytes": src, "dst_bytes": dst, "src4": p.src4, "dst4": p.dst4,
         "tcp_flags": p.tcp_flags, "gre_ver": p.gre_ver, "gre_ptype": p.gre_ptype,
         "gre_key": p.gre_key, "spi": p.spi,
-        "l3_off": p.l3_off, "l4_off": p.l4_off, "l4_len": p.l4_len,
+        "l3_off": p.l3_off, "l4_off": p.l4_off, "l4_len": p.l4_len, "frag_id": p.frag_id,
     }
 
 
