@@ -1,0 +1,1 @@
+# System declarations (cimport only): one .pxd per C header, declaring only what nkstream uses.
