@@ -257,10 +257,27 @@ cdef inline uint64_t _frag_slot(const pkt_t* p) noexcept nogil:
                    ^ ((<uint64_t>p.frag_id << 8) | p.proto)) & (FRAG_SLOTS - 1)
 
 
-cdef inline bint flow_key(ftab_t* t, pkt_t* p, fkey_t* k) noexcept nogil:
+cdef inline uint64_t flow_hash_pkt(const pkt_t* p) noexcept nogil:
+    """The hash flow_key() gives a packet that is not a fragment (the pipeline
+    computes it a few packets ahead to prefetch the slot, and flow_key reuses it)."""
+    cdef uint16_t sp = 0, dp = 0
+    cdef uint32_t id = 0
+    if _port_proto(p.proto):
+        if p.flags & PF_PORTS:
+            sp = p.sport
+            dp = p.dport
+    elif p.flags & PF_SPI:
+        id = p.spi
+    elif p.flags & PF_GRE:
+        id = p.gre_key
+    return flow_hash(p.src, sp, p.dst, dp, id, p.proto, FL_V6 if p.ipver == 6 else 0)
+
+
+cdef inline bint flow_key(ftab_t* t, pkt_t* p, fkey_t* k, uint64_t h) noexcept nogil:
     """Fill the flow key of a decoded packet; False when it has none (no IP header,
     a transport without ports, a later fragment whose first fragment was not seen):
-    such a packet is counted on its own per-packet verdict."""
+    such a packet is counted on its own per-packet verdict.  `h`: flow_hash_pkt(p),
+    used unless the packet is a fragment."""
     cdef fragent_t* fe
     cdef uint16_t fl = p.flags
     if (fl & PF_IP) == 0 or (fl & PF_PROTO) == 0:
@@ -309,7 +326,10 @@ cdef inline bint flow_key(ftab_t* t, pkt_t* p, fkey_t* k) noexcept nogil:
     k.dst = p.dst
     k.proto = p.proto
     k.v6 = FL_V6 if p.ipver == 6 else 0
-    k.h = flow_hash(p.src, k.sport, p.dst, k.dport, k.id, k.proto, k.v6)
+    if fl & PF_FRAG:
+        k.h = flow_hash(p.src, k.sport, p.dst, k.dport, k.id, k.proto, k.v6)
+    else:
+        k.h = h
     return True
 
 

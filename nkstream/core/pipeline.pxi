@@ -290,24 +290,15 @@ cdef void _process_batch(const uint8_t* base, const rec_t* r, Py_ssize_t n,
 
 
 cdef inline void _decode_ahead(const uint8_t* base, const rec_t* rec, pkt_t* p,
-                               const ftab_t* t) noexcept nogil:
+                               const ftab_t* t, uint64_t* h) noexcept nogil:
     # Decode a packet a few places ahead and start the cache miss on its flow slot.
-    cdef uint16_t sp = 0, dp = 0
-    cdef uint32_t id = 0
     decode_packet(base + rec.off, rec.caplen, rec.linktype, p)
     if rec.vlan_tpid != 0:
         restore_vlan(rec, p)
     if (p.flags & PF_IP) == 0:
         return
-    if p.flags & PF_PORTS:
-        sp = p.sport
-        dp = p.dport
-    elif p.flags & PF_SPI:
-        id = p.spi
-    elif p.flags & PF_GRE:
-        id = p.gre_key
-    NKS_PREFETCH_LINE(&t.slots[flow_hash(p.src, sp, p.dst, dp, id, p.proto,
-                                         FL_V6 if p.ipver == 6 else 0) >> t.shift])
+    h[0] = flow_hash_pkt(p)
+    NKS_PREFETCH_LINE(&t.slots[h[0] >> t.shift])
 
 
 cdef inline void _ann(fann_t* o, Py_ssize_t i, const sides_t* s, uint32_t peer,
@@ -329,6 +320,7 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
     (then under their own tags); later packets take the verdict without tagging."""
     cdef Py_ssize_t i
     cdef pkt_t ring[FLOW_RING]
+    cdef uint64_t hring[FLOW_RING]
     cdef pkt_t* p
     cdef sides_t s
     cdef fkey_t k
@@ -342,18 +334,19 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
     cdef ftab_t* t = c.t
     cdef agg_t* a = c.a
     for i in range(FLOW_AHEAD if n > FLOW_AHEAD else n):
-        _decode_ahead(base, &r[i], &ring[i], t)
+        _decode_ahead(base, &r[i], &ring[i], t, &hring[i])
     for i in range(n):
         if i + FLOW_AHEAD < n:
             if i + FLOW_AHEAD + PREFETCH_AHEAD < n:
                 NKS_PREFETCH(base + r[i + FLOW_AHEAD + PREFETCH_AHEAD].off)
-            _decode_ahead(base, &r[i + FLOW_AHEAD], &ring[(i + FLOW_AHEAD) & (FLOW_RING - 1)], t)
+            _decode_ahead(base, &r[i + FLOW_AHEAD], &ring[(i + FLOW_AHEAD) & (FLOW_RING - 1)], t,
+                          &hring[(i + FLOW_AHEAD) & (FLOW_RING - 1)])
         p = &ring[i & (FLOW_RING - 1)]
         frame = base + r[i].off
         wl = r[i].wirelen
         _sides(p, c.w4, c.w6, c.p4, c.p6, &s)
         agg_count_packet(a, wl, r[i].caplen, p.error, s.watch != 0)
-        if not flow_key(t, p, &k):
+        if not flow_key(t, p, &k, hring[i & (FLOW_RING - 1)]):
             sni = 0
             tag = tag_packet(rules, p, frame, s.peer, &sni)
             agg_add(a, s.watch, s.direction, sni if sni != 0 else s.peer, tag, 1, wl, 0)
