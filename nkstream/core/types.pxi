@@ -81,3 +81,16 @@ cdef enum:
     DIR_INBOUND = 2       # dst watched
     DIR_INTERNAL = 3      # both watched
 DIRECTION_NAMES = ("transit", "outbound", "inbound", "internal")
+
+# Which build this is (setup.py: NKSTREAM_DEBUG=1 defines NKSTREAM_DEBUG and turns the
+# Cython bounds checks back on), so test runs can say what they tested.
+cdef extern from *:
+    """
+    #ifdef NKSTREAM_DEBUG
+    #define NKS_DEBUG_BUILD 1
+    #else
+    #define NKS_DEBUG_BUILD 0
+    #endif
+    """
+    int NKS_DEBUG_BUILD
+DEBUG_BUILD = bool(NKS_DEBUG_BUILD)
