@@ -23,7 +23,11 @@ class Classifier:
     >>> snap = clf.snapshot()          # counters of the window, reset
     """
 
-    def __init__(self, watch, peers, rules, counter_capacity=1 << 18, flow_capacity=0):
+    def __init__(self, watch, peers, rules, counter_capacity=1 << 18, flow_capacity=0,
+                 flow_options=None):
+        """`flow_capacity` > 0 turns flow state on with a native FlowTable of that
+        many slots (docs/flows.md); `flow_options` are its timeouts and inspection
+        budget (FlowTable keyword arguments)."""
         self.watch = watch
         self.peers = peers
         self.rules = rules
@@ -31,15 +35,26 @@ class Classifier:
         # labels into the peer table, which must be built after that.
         self.rule_core = rules.compile(peers)
         self.counters = _core.Counters(counter_capacity)
-        self.core = _core.Classifier(watch.core, peers.core, self.rule_core, self.counters)
+        self.flow_table = (_core.FlowTable(flow_capacity, **(flow_options or {}))
+                           if flow_capacity else None)
+        self.core = _core.Classifier(watch.core, peers.core, self.rule_core, self.counters,
+                                     self.flow_table)
+
+    @property
+    def flows_enabled(self):
+        return self.flow_table is not None
 
     @classmethod
-    def from_config(cls, cfg=None):
+    def from_config(cls, cfg=None, flows=None):
+        """`flows`: None follows the config's [flows] enabled; False/True override."""
         if cfg is None or isinstance(cfg, (str, os.PathLike)):
             cfg = load_config(cfg)
         watch, peers = build_tables(cfg)
         rules = build_rules(cfg)
-        return cls(watch, peers, rules, counter_capacity=cfg.counter_capacity)
+        enabled = cfg.flows_enabled if flows is None else bool(flows)
+        return cls(watch, peers, rules, counter_capacity=cfg.counter_capacity,
+                   flow_capacity=cfg.flow_capacity if enabled else 0,
+                   flow_options=cfg.flow_options)
 
     def reload(self, watch, peers, rules):
         """Swap in new tables and rules (built by the caller, off the hot path)."""
@@ -52,6 +67,19 @@ class Classifier:
 
     def annotate(self, data, recs):
         return self.core.annotate(data, recs)
+
+    def annotate_flows(self, data, recs):
+        """Per-packet verdicts with flow state (counts too); see resolve_flow_verdicts."""
+        return self.core.annotate_flows(data, recs)
+
+    def close_window(self):
+        """A snapshot window closes: count pending packets of undecided flows, end
+        idle flows (see _core.Classifier.close_window).  Call before snapshot()."""
+        return self.core.close_window()
+
+    def flush(self):
+        """End every flow, counting their pending packets (end of input, reload)."""
+        return self.core.flush()
 
     def snapshot(self, reset=True):
         return self.counters.snapshot(reset=reset)
@@ -88,6 +116,8 @@ def classify_files(paths, clf, *, interval=None, on_window=None, progress=None,
     first_ts = last_ts = None
 
     def close(start, end):
+        if hasattr(clf, "close_window"):
+            clf.close_window()
         snap = clf.snapshot(reset=True)
         windows.append((start, end, snap))
         if on_window is not None:
@@ -136,6 +166,28 @@ def classify_files(paths, clf, *, interval=None, on_window=None, progress=None,
     return windows
 
 
+def resolve_flow_verdicts(parts):
+    """Final per-packet verdicts from a sequence of `annotate_flows` outputs (one
+    window, in order): a packet held pending takes its flow's verdict when a later
+    packet fixed one (tag, and the verdict's service label as peer when it has one),
+    else keeps its own tag.  Updates the parts' `tag` and `peer` in place and
+    returns them."""
+    verdicts = {}
+    for o in parts:
+        for i in np.flatnonzero(o["verdict_fid"]):
+            verdicts[int(o["verdict_fid"][i])] = (int(o["tag"][i]), int(o["verdict_sni"][i]))
+    if not verdicts:
+        return parts
+    for o in parts:
+        for i in np.flatnonzero(o["pending"]):
+            v = verdicts.get(int(o["fid"][i]))
+            if v is not None:
+                o["tag"][i] = v[0]
+                if v[1]:
+                    o["peer"][i] = v[1]
+    return parts
+
+
 def snapshot_meta(clf, sources, extra=None):
     meta = {
         "host": os.uname().nodename if hasattr(os, "uname") else "",
@@ -148,3 +200,27 @@ def snapshot_meta(clf, sources, extra=None):
     if extra:
         meta.update(extra)
     return meta
+
+
+FANOUT_FLOW_WARNING = (
+    "fanout mode {fanout!r} with flow state on: the kernel may hand the two directions "
+    "(and even the packets) of one flow to different workers, so flow verdicts are "
+    "lost or split and flows are counted more than once; use fanout = \"hash\" "
+    "(both directions of a flow reach the same worker) or turn [flows] off")
+
+
+def flow_fanout_warning(fanout, flows_enabled, workers=None):
+    """The warning a live sensor prints when its AF_PACKET fanout mode spreads one
+    flow's packets over several workers while flow state is on, else None.
+
+    PACKET_FANOUT_HASH hashes the flow symmetrically (skb flow dissector: both
+    directions of a 5-tuple land on one socket); PACKET_FANOUT_CPU and _LB pick a
+    socket by receiving CPU or round robin (linux/if_packet.h), which splits flows.
+    `workers`: with one worker nothing is split (None: assume several).
+    """
+    if not flows_enabled or fanout is None or (workers is not None and workers <= 1):
+        return None
+    mode = str(fanout).lower()
+    if mode in ("hash", ""):
+        return None
+    return FANOUT_FLOW_WARNING.format(fanout=mode)

@@ -18,7 +18,13 @@ peer table and the shipped signature rules.  A file names its own tables and rul
 
     [flows]
     enabled = true
-    capacity = 1048576
+    capacity = 1048576     # flow slots, 64 bytes each (docs/flows.md)
+    tcp_timeout = 300      # seconds idle (capture time) before a flow ends
+    tcp_closed_timeout = 5 # after RST or FIN both ways
+    udp_timeout = 120
+    other_timeout = 60
+    inspect_packets = 10   # per direction, looking for a payload / SNI verdict
+    inspect_bytes = 65536  # on-wire bytes per direction, likewise
 
     [output]
     dir = "/var/lib/nkstream"
@@ -76,6 +82,8 @@ class Config:
     counter_capacity: int = 1 << 18
     flows_enabled: bool = True
     flow_capacity: int = 1 << 20
+    # FlowTable keyword arguments beyond capacity (timeouts, inspection budget)
+    flow_options: Dict[str, Any] = field(default_factory=dict)
     out_dir: Optional[str] = None
     interval: float = 300.0
     retain_count: int = 0
@@ -100,7 +108,8 @@ _SECTIONS = {
     "tables": {"watch", "peers", "defaults"},
     "rules": {"files", "defaults"},
     "counters": {"capacity"},
-    "flows": {"enabled", "capacity"},
+    "flows": {"enabled", "capacity", "tcp_timeout", "tcp_closed_timeout", "udp_timeout",
+              "other_timeout", "inspect_packets", "inspect_bytes"},
     "output": {"dir", "interval", "retain_count", "retain_age"},
     "capture": {"interface", "engine", "workers", "fanout", "bpf", "block_size",
                 "block_count", "block_timeout_ms", "snaplen"},
@@ -191,6 +200,18 @@ def load_config(path=None):
     cfg.flow_capacity = _get(f, "capacity", int, path, "flows", cfg.flow_capacity)
     if not 16 <= cfg.flow_capacity <= 1 << 27:
         raise _err(path, "flows.capacity", "must be between 16 and 134217728")
+    for key in ("tcp_timeout", "tcp_closed_timeout", "udp_timeout", "other_timeout"):
+        if key in f:
+            v = _get(f, key, float, path, "flows", None)
+            if not 0 < v <= 604800:
+                raise _err(path, f"flows.{key}", "must be in (0, 604800] seconds")
+            cfg.flow_options[key] = v
+    for key, lo, hi in (("inspect_packets", 1, 127), ("inspect_bytes", 0, 1 << 30)):
+        if key in f:
+            v = _get(f, key, int, path, "flows", None)
+            if not lo <= v <= hi:
+                raise _err(path, f"flows.{key}", f"must be between {lo} and {hi}")
+            cfg.flow_options[key] = v
     o = doc.get("output", {})
     d = _get(o, "dir", str, path, "output", None)
     cfg.out_dir = os.path.join(base, d) if d else None

@@ -458,6 +458,11 @@ class LiveSensor:
         # Built here once: it checks the tables and rules, and every worker forked
         # later starts with its own copy instead of building one while its ring fills.
         self.proto = self.backend.make_classifier(self.config)
+        from .classify import flow_fanout_warning
+        warning = flow_fanout_warning(o.fanout, getattr(self.proto, "flows_enabled", False),
+                                      o.workers)
+        if warning:
+            log("fanout_splits_flows", "warning", message=warning)
         check_interface(o.iface)
         if o.user:
             import pwd
@@ -807,6 +812,10 @@ class PipelineBackend:
         return Classifier.from_config(config)
 
     def take(self, clf):
+        # flow state: count the pending packets of undecided flows and end idle flows
+        # before the counters are read (docs/flows.md), so the window adds up
+        if hasattr(clf, "close_window"):
+            clf.close_window()
         return clf.snapshot(reset=True), clf.labels()
 
     def write(self, path, pieces, start_ns, end_ns, sensor, capture):

@@ -10,7 +10,9 @@ all), each upstream flow (5-tuple, its protocol and category) is joined with the
 packets nkstream decodes into the same 5-tuple, and the bytes (on-wire lengths, as
 both count them) are compared by category after mapping the upstream taxonomy onto
 nkstream's (MAPPING below).  nkstream's verdict is per packet, from
-`Classifier.annotate` with the shipped default config; the share of a flow's bytes
+`Classifier.annotate` with the shipped default config (flow state on, the default:
+`Classifier.annotate_flows`, so a packet seen before its flow's payload / SNI verdict
+takes that verdict, docs/flows.md); the share of a flow's bytes
 whose packets got the flow's category is what agrees.
 
 IP-in-IP / 6in4 packets are joined by their inner header's 5-tuple (the flow upstream
@@ -224,14 +226,24 @@ def nkstream_packets(path, clf):
     from nkstream import _core
     from nkstream.capture import open_capture
 
+    from nkstream.classify import resolve_flow_verdicts
+
     tags = list(clf.rules.tags)
     cats = list(clf.rules.tag_category)
     PF = _core.DECODE_FLAGS
     groups = collections.defaultdict(list)
+    flows = getattr(clf, "flows_enabled", False)
+    if flows:
+        # each capture on its own: no flow of the previous one carries over
+        clf.flush()
+        clf.snapshot()
+    parts = []       # flow state: (keys, wire lengths, annotate_flows output) per batch
     with open_capture(str(path)) as cap:
         for data, recs in cap:
             cols = _core.decode_columns(data, recs)
-            verdict = clf.annotate(data, recs)
+            # with flow state a packet's verdict may come from a later packet of its
+            # flow (resolved after the whole capture, one window)
+            verdict = clf.annotate_flows(data, recs) if flows else clf.annotate(data, recs)
             flags = cols["flags"].tolist()
             ipver = cols["ipver"].tolist()
             proto = cols["proto"].tolist()
@@ -241,6 +253,7 @@ def nkstream_packets(path, clf):
             dst = cols["dst"].tobytes()
             wl = recs["wirelen"].tolist()
             tg = verdict["tag"].tolist()
+            keys = []
             for i in range(len(recs)):
                 f = flags[i]
                 if not (f & PF["PF_IP"] and f & PF["PF_PROTO"]):
@@ -257,6 +270,17 @@ def nkstream_packets(path, clf):
                     sp, dp = (sport[i], dport[i]) if f & PF["PF_PORTS"] else (0, 0)
                     ends = sorted([(s, sp), (d, dp)])
                     key = (proto[i], ends[0], ends[1])
+                if flows:
+                    keys.append((i, key))
+                else:
+                    groups[key].append((tags[tg[i]], cats[tg[i]], wl[i]))
+            if flows:
+                parts.append((keys, wl, verdict))
+    if flows:
+        resolve_flow_verdicts([v for _, _, v in parts])
+        for keys, wl, v in parts:
+            tg = v["tag"].tolist()
+            for i, key in keys:
                 groups[key].append((tags[tg[i]], cats[tg[i]], wl[i]))
     return groups
 

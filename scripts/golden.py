@@ -70,8 +70,11 @@ class DefaultTables:
     def classifier(self):
         from nkstream.classify import Classifier
 
+        cfg = self.cfg
         return Classifier(self.watch, self.peers, self.rules,
-                          counter_capacity=self.cfg.counter_capacity)
+                          counter_capacity=cfg.counter_capacity,
+                          flow_capacity=cfg.flow_capacity if cfg.flows_enabled else 0,
+                          flow_options=cfg.flow_options)
 
 
 def classify_to_snapshot(path, tables, out_path):
@@ -89,7 +92,7 @@ def classify_to_snapshot(path, tables, out_path):
     s = Snapshot.from_counters(
         snap, start_ns=start, end_ns=end, watch_labels=labels["watch"],
         peer_labels=labels["peer"], tags=labels["tag"], categories=labels["tag_category"],
-        error_names=_core.ERROR_NAMES,
+        error_names=_core.ERROR_NAMES, flows=clf.flows_enabled,
         sensor={"host": "golden", "interfaces": [], "engine": "file", "workers": 1,
                 "sources": [os.path.basename(str(path))]})
     s.write(out_path)

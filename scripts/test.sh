@@ -4,7 +4,9 @@
 # As root it installs the Debian packages the tests use as independent oracles and
 # real peers (tshark/capinfos, tcpdump, tcpreplay, ndpiReader, iproute2) and libpcap's
 # headers (so the libpcap engine is built); then the package with its test extras.
-# NKSTREAM_DEBUG=1 builds the core with bounds checks on and runs the suite against it.
+# The suite runs twice: against the debug build of the core (NKSTREAM_DEBUG=1: Cython
+# bounds checks on, -O0) and then against the release build, which stays installed.
+# NKSTREAM_TEST_BUILDS="release" (or "debug") runs only one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +28,17 @@ else
 fi
 
 PY=${PYTHON:-python3}
-# Editable install: the extension is built in place, so tests import this checkout.
-"$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
-exec "$PY" -m pytest "$@"
+for build in ${NKSTREAM_TEST_BUILDS:-debug release}; do
+    case "$build" in
+        debug) debug=1 ;;
+        release) debug= ;;
+        *) echo "scripts/test.sh: unknown build '$build' (debug, release)" >&2; exit 2 ;;
+    esac
+    echo "scripts/test.sh: $build build"
+    # Editable install: the extension is built in place, so tests import this checkout.
+    NKSTREAM_DEBUG=$debug "$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
+    # make sure the suite really runs against the build it names
+    "$PY" -c "import sys, nkstream._core as c; sys.exit(c.DEBUG_BUILD != bool('$debug'))" \
+        || { echo "scripts/test.sh: the installed core is not the $build build" >&2; exit 1; }
+    "$PY" -m pytest "$@"
+done

@@ -43,3 +43,12 @@ def data_dir():
     if DATA is None:
         pytest.fail("shared/data not found: set NKSTREAM_SHARED to the shared/ folder")
     return DATA
+
+
+def pytest_report_header(config):
+    try:
+        from nkstream import _core
+    except ImportError as exc:  # pragma: no cover - a broken build fails the tests anyway
+        return f"nkstream core: not importable ({exc})"
+    build = "debug (bounds checks on)" if _core.DEBUG_BUILD else "release"
+    return f"nkstream core: {build} build, {_core.__file__}"

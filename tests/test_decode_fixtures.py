@@ -278,14 +278,14 @@ def test_columns_equal_decode_one():
     cols = decode_columns(data, recs)
     assert set(cols) == {"error", "ipver", "proto", "flags", "nvlan", "vlan", "sport", "dport",
                          "src", "dst", "gre_ver", "gre_ptype", "gre_key", "spi", "tcp_flags",
-                         "l4_off", "l4_len"}
+                         "l4_off", "l4_len", "frag_id"}
     assert cols["vlan"].shape == (len(names), _core.MAX_VLAN_IDS)
     assert cols["src"].shape == (len(names), 16) and cols["src"].dtype == np.uint8
     for i, n in enumerate(names):
         one = decode_one(frames[i], CASES[n][0])
         assert ERROR_NAMES[cols["error"][i]] == one["error"], n
         for k in ("ipver", "proto", "flags", "nvlan", "sport", "dport", "gre_ver", "gre_ptype",
-                  "gre_key", "spi", "tcp_flags", "l4_off", "l4_len"):
+                  "gre_key", "spi", "tcp_flags", "l4_off", "l4_len", "frag_id"):
             assert cols[k][i] == one[k], (n, k)
         assert bytes(cols["src"][i]) == one["src_bytes"] and bytes(cols["dst"][i]) == \
             one["dst_bytes"]

@@ -22,6 +22,9 @@ def add_parser(sub):
     p.add_argument("--interval", type=float, metavar="S",
                    help="one snapshot per S seconds of capture time (needs --out-dir)")
     p.add_argument("--out-dir", metavar="DIR", help="directory for --interval snapshots")
+    p.add_argument("--no-flows", action="store_true",
+                   help="per-packet verdicts only: no flow state, no flow counts "
+                   "(default: the config's [flows] enabled, on by default)")
     p.add_argument("--top", type=int, default=10, metavar="N", help="rows of top peers (10)")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary table")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -87,7 +90,7 @@ def run(args):
             raise UserError(f"{f}: no such file")
 
     cfg = load_config(args.config)
-    clf = Classifier.from_config(cfg)
+    clf = Classifier.from_config(cfg, flows=False if args.no_flows else None)
     labels = clf.labels()
     from .. import _core
     sensor = {"host": cfg.sensor_name, "interfaces": [], "engine": "file", "workers": 1,
@@ -98,7 +101,7 @@ def run(args):
             snap, start_ns=start, end_ns=end, watch_labels=labels["watch"],
             peer_labels=labels["peer"], tags=labels["tag"],
             categories=labels["tag_category"], error_names=_core.ERROR_NAMES,
-            sensor=sensor)
+            sensor=sensor, flows=clf.flows_enabled)
 
     written = []
     snaps = []

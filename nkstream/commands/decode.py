@@ -28,7 +28,12 @@ line is one packet, in capture order:
 
 The verdict columns come from the classifier that `classify` uses, built from the
 shipped defaults or `-c CONFIG`, in one `Classifier.annotate` call per batch; it
-counts nothing.
+counts nothing.  With flow state on (the config's default; `--no-flows` turns it
+off) tag, category, watch, direction and peer are what `classify` counts the packet
+under: a packet seen before its flow's payload / SNI verdict takes that verdict
+(docs/flows.md), so packets are held until the verdict comes, the end of the input,
+or FLOW_HOLD_PACKETS packets (then those still waiting keep their own per-packet
+verdict, as when a snapshot window closes first).
 
 Per-packet columns come from the native decoder in one call per batch
 (`nkstream._core.decode_columns`); only the JSON formatting here is per packet, which
@@ -38,6 +43,8 @@ a truncated last record is reported on stderr as a warning (exit 0).
 """
 import ipaddress
 import json
+
+FLOW_HOLD_PACKETS = 1 << 20    # bound on packets held for a flow verdict
 import os
 import sys
 
@@ -66,6 +73,8 @@ def add_parser(subparsers):
     p.add_argument("--limit", type=_nonneg_int, metavar="N", default=None,
                    help="stop after N packets")
     p.add_argument("-c", "--config", help="TOML config (default: shipped tables and rules)")
+    p.add_argument("--no-flows", action="store_true",
+                   help="per-packet verdicts only (no flow state)")
     return p
 
 
@@ -115,10 +124,20 @@ class Verdicts:
         self.category = np.array(list(clf.rules.tag_category), dtype=object)
         self.direction = np.array(DIRECTION_NAMES, dtype=object)
 
-    def columns(self, data, recs):
+    def columns(self, data, recs, flow=None):
+        """Names of the verdict columns; `flow`: the batch's resolved annotate_flows
+        output (tag, watch, direction, peer as counted with flow state)."""
         import numpy as np
 
         v = self.clf.annotate(data, recs)
+        if flow is not None:
+            # the SNI service label of a flow verdict is the peer side's label
+            moved = flow["peer"] != v["peer"]
+            inbound = flow["direction"] == 2
+            v["peer_src"] = np.where(moved & inbound, flow["peer"], v["peer_src"])
+            v["peer_dst"] = np.where(moved & ~inbound, flow["peer"], v["peer_dst"])
+            for k in ("tag", "watch", "direction", "peer"):
+                v[k] = flow[k]
         ws, wd = v["watch_src"], v["watch_dst"]
         # the watch label when the address is watched, else its peer label
         src = np.where(ws != 0, self.watch[ws], self.peer[v["peer_src"]])
@@ -213,6 +232,8 @@ def format_batch(recs, cols, error_names, addr_text, verdicts=None):
 
 
 def run(args):
+    import numpy as np
+
     from nkstream import _core
     from nkstream.capture import CaptureError, open_capture
     from nkstream.classify import Classifier
@@ -221,7 +242,19 @@ def run(args):
     limit = args.limit
     if args.file != "-" and not os.path.exists(args.file):
         raise UserError(f"{args.file}: no such file")
-    verdicts = Verdicts(Classifier.from_config(args.config))
+    clf = Classifier.from_config(args.config, flows=False if args.no_flows else None)
+    verdicts = Verdicts(clf)
+    held = []          # flow state: (data, recs, annotate_flows output) awaiting verdicts
+
+    def write_held():
+        from nkstream.classify import resolve_flow_verdicts
+
+        resolve_flow_verdicts([f for _, _, f in held])
+        for d, r, f in held:
+            stdout.write(format_batch(r, _core.decode_columns(d, r), names, addr_text,
+                                      verdicts.columns(d, r, f)))
+        held.clear()
+
     addr_text = _AddrText()
     names = _core.ERROR_NAMES
     stdout = sys.stdout
@@ -238,13 +271,22 @@ def run(args):
                         if written >= limit:
                             break
                         recs = recs[:limit - written]
-                    cols = _core.decode_columns(data, recs)
-                    stdout.write(format_batch(recs, cols, names, addr_text,
-                                              verdicts.columns(data, recs)))
+                    if clf.flows_enabled:
+                        # the buffer may be reused by the reader: keep copies
+                        data, recs = np.array(data, dtype=np.uint8, copy=True), recs.copy()
+                        held.append((data, recs, clf.annotate_flows(data, recs)))
+                        if sum(len(r) for _, r, _ in held) >= FLOW_HOLD_PACKETS:
+                            write_held()
+                    else:
+                        cols = _core.decode_columns(data, recs)
+                        stdout.write(format_batch(recs, cols, names, addr_text,
+                                                  verdicts.columns(data, recs)))
                     written += len(recs)
             except CaptureError as exc:
+                write_held()
                 stdout.flush()
                 raise UserError(str(exc)) from None
+            write_held()
             stdout.flush()
             for w in cap.warnings:
                 print(f"nkstream decode: warning: {w}", file=sys.stderr)

@@ -366,6 +366,10 @@ cdef inline uint16_t decode_ipv4(const uint8_t* f, uint32_t off, uint32_t caplen
     if end > caplen:
         end = caplen
     frag = rd16(f + off + 6)
+    if frag & 0x3FFF:
+        # RFC 791 Identification: with src, dst and protocol it names the datagram
+        # the fragment belongs to (the flow table follows first fragments by it).
+        out.frag_id = rd16(f + off + 4)
     if frag & 0x1FFF:
         # Non-first fragment: its payload starts mid-datagram, no transport header.
         out.flags |= PF_FRAG
@@ -428,6 +432,7 @@ cdef inline uint16_t decode_ipv6(const uint8_t* f, uint32_t off, uint32_t caplen
                 return fail(out, ERR_IPV6_EXT_TRUNCATED)
             nh = f[p]
             fo = rd16(f + p + 2)
+            out.frag_id = rd32(f + p + 4)    # RFC 8200 s4.5 Identification
             p += 8
             n += 1
             if fo & 0xFFF8:
@@ -705,7 +710,7 @@ def decode_columns(const uint8_t[::1] data, recs):
     `data` is the batch buffer, `recs` a REC_DTYPE array locating frames in it.
     Columns: error (u2), ipver, proto (u1), flags (u2), nvlan (u1), vlan ((n, MAX_VLANS)
     u2), sport, dport (u2), src, dst ((n, 16) u1), gre_ver (u1), gre_ptype (u2),
-    gre_key, spi (u4), tcp_flags (u1), l4_off, l4_len (u4).  A stripped VLAN tag
+    gre_key, spi (u4), tcp_flags (u1), l4_off, l4_len, frag_id (u4).  A stripped VLAN tag
     (rec.vlan_tpid != 0) is restored as the outermost VLAN id.
     """
     cdef Py_ssize_t nbytes = data.shape[0]
@@ -723,7 +728,7 @@ def decode_columns(const uint8_t[::1] data, recs):
         "gre_ver": np.zeros(n, np.uint8), "gre_ptype": np.zeros(n, np.uint16),
         "gre_key": np.zeros(n, np.uint32), "spi": np.zeros(n, np.uint32),
         "tcp_flags": np.zeros(n, np.uint8), "l4_off": np.zeros(n, np.uint32),
-        "l4_len": np.zeros(n, np.uint32),
+        "l4_len": np.zeros(n, np.uint32), "frag_id": np.zeros(n, np.uint32),
     }
     cdef uint16_t[::1] c_error = cols["error"]
     cdef uint8_t[::1] c_ipver = cols["ipver"]
@@ -742,6 +747,7 @@ def decode_columns(const uint8_t[::1] data, recs):
     cdef uint8_t[::1] c_tcp_flags = cols["tcp_flags"]
     cdef uint32_t[::1] c_l4_off = cols["l4_off"]
     cdef uint32_t[::1] c_l4_len = cols["l4_len"]
+    cdef uint32_t[::1] c_frag_id = cols["frag_id"]
     cdef int k
     with nogil:
         for i in range(n):
@@ -767,6 +773,7 @@ def decode_columns(const uint8_t[::1] data, recs):
             c_tcp_flags[i] = p.tcp_flags
             c_l4_off[i] = p.l4_off
             c_l4_len[i] = p.l4_len
+            c_frag_id[i] = p.frag_id
     return cols
 
 
@@ -806,7 +813,8 @@ def decode_one(bytes frame, int linktype, int vlan_tci=-1):
     `vlan_tci` >= 0 restores a kernel-stripped tag as decode_columns does.
     Keys: error (reason name or None), error_id, ipver, proto, flags, vlan (list of
     the stored ids), nvlan, sport, dport, src, dst (text or None), src_bytes,
-    dst_bytes, tcp_flags, gre_ver, gre_ptype, gre_key, spi, l3_off, l4_off, l4_len.
+    dst_bytes, tcp_flags, gre_ver, gre_ptype, gre_key, spi, l3_off, l4_off, l4_len,
+    frag_id (IP Identification of a fragment, else 0).
     """
     cdef pkt_t p
     cdef rec_t r
@@ -832,7 +840,7 @@ def decode_one(bytes frame, int linktype, int vlan_tci=-1):
         "src_bytes": src, "dst_bytes": dst, "src4": p.src4, "dst4": p.dst4,
         "tcp_flags": p.tcp_flags, "gre_ver": p.gre_ver, "gre_ptype": p.gre_ptype,
         "gre_key": p.gre_key, "spi": p.spi,
-        "l3_off": p.l3_off, "l4_off": p.l4_off, "l4_len": p.l4_len,
+        "l3_off": p.l3_off, "l4_off": p.l4_off, "l4_len": p.l4_len, "frag_id": p.frag_id,
     }
 
 

@@ -1,1 +1,689 @@
-# placeholder: filled by its owner (see docs/architecture.md)
+# Bounded flow table and flow verdicts (issue 6; docs/flows.md).
+#
+# A TLS ClientHello, a Bitcoin `version` message or a Stratum `mining.subscribe` is
+# one packet, but the flow it opens carries the bytes an analyst wants attributed.
+# The flow table remembers, per flow, the verdict reached on its first packets (a
+# payload signature or a ClientHello SNI) and applies it to every later packet in
+# both directions; packets seen before the verdict are held as per-flow pending
+# counts and attributed to the verdict when it comes within the same window, or
+# counted under their own per-packet (port / protocol / hint) tag and in the
+# `pending_*` totals when the window closes or the flow ends first.
+#
+# Layout: open addressing with linear probing over `capacity` slots of one 64-byte
+# cache line each, allocated once.  A key lives at most FLOW_PROBE_MAX - 1 slots past
+# its home slot; a lookup stops at the first empty slot (deletion shifts entries
+# back, Knuth TAOCP 6.4 Algorithm R, so a probe sequence never has a hole).  When the
+# FLOW_PROBE_MAX slots from the home slot are all taken by other flows, the flow in
+# that window idle the longest is evicted (its pending counts are flushed first, the
+# eviction is counted): the table never grows and no packet misses its flow silently.
+#
+# Time is the packets' capture time (rec_t.ts_ns), in units of 2**20 ns (~1.05 ms)
+# kept in 32 bits and compared by signed difference: an offline file and a live
+# capture age flows the same way, whatever the wall clock says.
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define NKS_PREFETCH_LINE(p) __builtin_prefetch((const void*)(p), 1, 3)
+    #else
+    #define NKS_PREFETCH_LINE(p) ((void)(p))
+    #endif
+    """
+    void NKS_PREFETCH_LINE(const void* p) noexcept nogil
+
+cdef extern from "<stdlib.h>" nogil:
+    int posix_memalign(void** memptr, size_t alignment, size_t size)
+
+cdef extern from "<sys/mman.h>" nogil:
+    int madvise(void* addr, size_t length, int advice)
+    int MADV_HUGEPAGE
+
+cdef enum:
+    FLOW_PROBE_MAX = 32       # slots a key may be displaced by (the eviction window)
+    FLOW_TIME_SHIFT = 20      # time unit: 2**20 ns
+    FRAG_SLOTS = 4096         # first-fragment memory (direct mapped)
+    FLOW_AHEAD = 12           # packets decoded ahead to prefetch their flow slot
+    FLOW_RING = 16            # ring of decoded packets (power of two > FLOW_AHEAD)
+
+# flow_t.state bits
+cdef enum:
+    FL_USED = 0x01
+    FL_V6 = 0x02
+    FL_STRONG = 0x04          # verdict fixed by a payload signature / SNI
+    FL_GAVEUP = 0x08          # inspection budget spent without one: per-packet tags
+    FL_FIN0 = 0x10            # FIN seen from the initiator
+    FL_FIN1 = 0x20            # FIN seen from the responder
+    FL_RST = 0x40
+    FL_UNCOUNTED = 0x80       # the flow's start is not yet counted under a key
+
+# Timeout classes (ftab_t.timeout)
+cdef enum:
+    FT_TCP = 0
+    FT_TCP_CLOSED = 1
+    FT_UDP = 2
+    FT_OTHER = 3
+
+cdef enum:
+    TCPF_FIN = 0x01
+    TCPF_SYN = 0x02
+    TCPF_RST = 0x04
+    TCPF_ACK = 0x10
+
+# One flow: one cache line.  Addresses in the initiator's order (the first packet's
+# src first); IPv4 in the first 4 bytes, zeros after.  `ports` is the first packet's
+# sport << 16 | dport for port protocols (TCP, UDP, UDP-Lite, SCTP), else the GRE
+# key / call id or the ESP/AH SPI (0 when the protocol has none).  Index 0 of the
+# per-direction arrays is the initiator's direction.
+ctypedef struct flow_t:
+    uint8_t  a[16]
+    uint8_t  b[16]
+    uint32_t ports
+    uint32_t last             # last packet time, ts_ns >> FLOW_TIME_SHIFT (wraps)
+    uint32_t sni              # service label the SNI gave (0: none)
+    uint32_t pbytes[2]        # pending on-wire bytes per direction
+    uint16_t tag              # the verdict (with FL_STRONG)
+    uint16_t ftag[2]          # per-packet (fallback) tag of the pending packets
+    uint8_t  pkts[2]          # pending packets per direction
+    uint8_t  seen[2]          # packets inspected per direction (saturating)
+    uint8_t  proto
+    uint8_t  state            # FL_*; 0 = empty slot
+
+# A first fragment's ports, so later fragments of the same datagram (RFC 791: same
+# src, dst, protocol and Identification) find the flow.
+ctypedef struct fragent_t:
+    uint8_t  src[16]
+    uint8_t  dst[16]
+    uint32_t id
+    uint16_t sport, dport
+    uint8_t  proto
+    uint8_t  ipver
+    uint8_t  _pad[6]
+
+ctypedef struct ftab_t:
+    flow_t*    slots
+    fragent_t* frags
+    uint64_t   capacity       # power of two
+    uint64_t   mask
+    uint32_t   shift          # 64 - log2(capacity)
+    uint64_t   used
+    uint32_t   probe          # probe window: min(FLOW_PROBE_MAX, capacity)
+    uint64_t   cursor         # next slot of the amortised expiry sweep
+    uint32_t   now            # latest packet time seen
+    uint32_t   has_now
+    int32_t    timeout[4]     # per FT_* class, in time units
+    uint32_t   inspect_packets    # per direction
+    uint32_t   inspect_bytes      # on-wire bytes per direction
+    uint64_t*  ids            # inspection only (NULL normally): a serial per flow, by slot
+    uint64_t   next_id
+
+# The key of one packet, in the packet's own orientation.
+ctypedef struct fkey_t:
+    const uint8_t* src
+    const uint8_t* dst
+    uint32_t fwd              # what flow_t.ports holds if this packet opened the flow
+    uint32_t rev              # ... if the other side's packet opened it
+    uint16_t sport, dport     # mixed into the hash (0 for id-keyed protocols)
+    uint32_t id               # GRE key / SPI (0 for port protocols)
+    uint8_t  proto
+    uint8_t  v6               # FL_V6 or 0
+    uint64_t h
+
+
+# Direction and sides of a packet (DESIGN.md vocabulary), shared with pipeline.pxi.
+cdef struct sides_t:
+    uint32_t watch
+    uint32_t peer
+    uint8_t direction
+
+
+cdef inline void _sides(const pkt_t* p, const lpm4_t* w4, const lpm6_t* w6,
+                        const lpm4_t* p4, const lpm6_t* p6, sides_t* s) noexcept nogil:
+    cdef uint32_t ws = 0, wd = 0, ps = 0, pd = 0
+    if p.ipver == 4:
+        ws = lpm4_lookup(w4, p.src4)
+        wd = lpm4_lookup(w4, p.dst4)
+    elif p.ipver == 6:
+        ws = lpm6_lookup(w6, p.src)
+        wd = lpm6_lookup(w6, p.dst)
+    else:
+        s.watch = 0
+        s.peer = 0
+        s.direction = DIR_TRANSIT
+        return
+    if ws != 0:
+        s.watch = ws
+        s.direction = DIR_INTERNAL if wd != 0 else DIR_OUTBOUND
+        if p.ipver == 4:
+            s.peer = lpm4_lookup(p4, p.dst4)
+        else:
+            s.peer = lpm6_lookup(p6, p.dst)
+    elif wd != 0:
+        s.watch = wd
+        s.direction = DIR_INBOUND
+        if p.ipver == 4:
+            s.peer = lpm4_lookup(p4, p.src4)
+        else:
+            s.peer = lpm6_lookup(p6, p.src)
+    else:
+        s.watch = 0
+        s.direction = DIR_TRANSIT
+        if p.ipver == 4:
+            pd = lpm4_lookup(p4, p.dst4)
+            s.peer = pd if pd != 0 else lpm4_lookup(p4, p.src4)
+        else:
+            pd = lpm6_lookup(p6, p.dst)
+            s.peer = pd if pd != 0 else lpm6_lookup(p6, p.src)
+
+
+# Per-packet output of Classifier.annotate_flows (inspection; NULL in normal runs).
+ctypedef struct fann_t:
+    uint16_t* tag             # the tag the packet was counted under (own tag if pending)
+    uint32_t* peer
+    uint32_t* watch
+    uint8_t*  direction
+    uint8_t*  pending         # 1: held pending; its final tag is its flow's verdict if
+                              #    one comes (verdict_fid), else its own tag
+    uint64_t* fid             # flow serial (0: no flow)
+    uint64_t* verdict_fid     # serial of the flow whose verdict this packet fixed (0: none)
+    uint32_t* verdict_sni     # ... and the service label of that verdict (0: none)
+
+
+# Everything a flow's end or verdict needs to count its pending packets.
+ctypedef struct fctx_t:
+    ftab_t*        t
+    agg_t*         a
+    const lpm4_t*  w4
+    const lpm6_t*  w6
+    const lpm4_t*  p4
+    const lpm6_t*  p6
+
+
+# ---------------------------------------------------------------------------
+# Keys and hashing
+
+cdef inline uint64_t _fmix64(uint64_t k) noexcept nogil:
+    # MurmurHash3's finaliser: every input bit affects every output bit.
+    k ^= k >> 33
+    k *= <uint64_t>0xff51afd7ed558ccdULL
+    k ^= k >> 33
+    k *= <uint64_t>0xc4ceb9fe1a85ec53ULL
+    k ^= k >> 33
+    return k
+
+
+cdef inline uint64_t _ld64(const uint8_t* p) noexcept nogil:
+    cdef uint64_t v
+    memcpy(&v, p, 8)
+    return v
+
+
+cdef inline bint _eq16(const uint8_t* x, const uint8_t* y) noexcept nogil:
+    return _ld64(x) == _ld64(y) and _ld64(x + 8) == _ld64(y + 8)
+
+
+cdef inline uint64_t _side_hash(const uint8_t* addr, uint16_t port) noexcept nogil:
+    return (_ld64(addr) * <uint64_t>0x9E3779B97F4A7C15ULL
+            + _ld64(addr + 8) * <uint64_t>0xC2B2AE3D27D4EB4FULL
+            + <uint64_t>port * <uint64_t>0x165667B19E3779F9ULL)
+
+
+cdef inline uint64_t flow_hash(const uint8_t* a, uint16_t pa, const uint8_t* b,
+                               uint16_t pb, uint32_t id, uint8_t proto,
+                               uint8_t v6) noexcept nogil:
+    # Symmetric in the two sides (a sum and a xor of the per-side hashes), so both
+    # directions of a flow hash to the same home slot.
+    cdef uint64_t x = _side_hash(a, pa), y = _side_hash(b, pb)
+    return _fmix64((x + y) ^ ((x ^ y) * <uint64_t>0xD6E8FEB86659FD93ULL)
+                   ^ ((<uint64_t>id << 16) | (<uint64_t>proto << 8) | v6))
+
+
+cdef inline bint _port_proto(uint8_t proto) noexcept nogil:
+    return proto == 6 or proto == 17 or proto == 136 or proto == 132
+
+
+cdef inline uint64_t _flow_home(const ftab_t* t, const flow_t* f) noexcept nogil:
+    cdef uint64_t h
+    if _port_proto(f.proto):
+        h = flow_hash(f.a, <uint16_t>(f.ports >> 16), f.b, <uint16_t>(f.ports & 0xFFFF),
+                      0, f.proto, f.state & FL_V6)
+    else:
+        h = flow_hash(f.a, 0, f.b, 0, f.ports, f.proto, f.state & FL_V6)
+    return h >> t.shift
+
+
+cdef inline uint64_t _frag_slot(const pkt_t* p) noexcept nogil:
+    return _fmix64(_ld64(p.src) ^ (_ld64(p.src + 8) * <uint64_t>0x9E3779B97F4A7C15ULL)
+                   ^ (_ld64(p.dst) * <uint64_t>0xC2B2AE3D27D4EB4FULL) ^ _ld64(p.dst + 8)
+                   ^ ((<uint64_t>p.frag_id << 8) | p.proto)) & (FRAG_SLOTS - 1)
+
+
+cdef inline uint64_t flow_hash_pkt(const pkt_t* p) noexcept nogil:
+    """The hash flow_key() gives a packet that is not a fragment (the pipeline
+    computes it a few packets ahead to prefetch the slot, and flow_key reuses it)."""
+    cdef uint16_t sp = 0, dp = 0
+    cdef uint32_t id = 0
+    if _port_proto(p.proto):
+        if p.flags & PF_PORTS:
+            sp = p.sport
+            dp = p.dport
+    elif p.flags & PF_SPI:
+        id = p.spi
+    elif p.flags & PF_GRE:
+        id = p.gre_key
+    return flow_hash(p.src, sp, p.dst, dp, id, p.proto, FL_V6 if p.ipver == 6 else 0)
+
+
+cdef inline bint flow_key(ftab_t* t, pkt_t* p, fkey_t* k, uint64_t h) noexcept nogil:
+    """Fill the flow key of a decoded packet; False when it has none (no IP header,
+    a transport without ports, a later fragment whose first fragment was not seen):
+    such a packet is counted on its own per-packet verdict.  `h`: flow_hash_pkt(p),
+    used unless the packet is a fragment."""
+    cdef fragent_t* fe
+    cdef uint16_t fl = p.flags
+    if (fl & PF_IP) == 0 or (fl & PF_PROTO) == 0:
+        return False
+    if _port_proto(p.proto):
+        if fl & PF_FRAG:
+            fe = &t.frags[_frag_slot(p)]
+            if fl & PF_FRAG_FIRST:
+                if (fl & PF_PORTS) == 0:
+                    return False
+                # remember the datagram's ports for its later fragments
+                memcpy(fe.src, p.src, 16)
+                memcpy(fe.dst, p.dst, 16)
+                fe.id = p.frag_id
+                fe.proto = p.proto
+                fe.ipver = p.ipver
+                fe.sport = p.sport
+                fe.dport = p.dport
+            else:
+                if (fe.ipver != p.ipver or fe.id != p.frag_id or fe.proto != p.proto
+                        or not _eq16(fe.src, p.src) or not _eq16(fe.dst, p.dst)):
+                    return False
+                # the datagram's ports: the per-packet fallback tag uses them too
+                p.sport = fe.sport
+                p.dport = fe.dport
+                p.flags |= PF_PORTS
+        elif (fl & PF_PORTS) == 0:
+            return False
+        k.sport = p.sport
+        k.dport = p.dport
+        k.id = 0
+        k.fwd = (<uint32_t>p.sport << 16) | p.dport
+        k.rev = (<uint32_t>p.dport << 16) | p.sport
+    else:
+        k.sport = 0
+        k.dport = 0
+        if fl & PF_SPI:
+            k.id = p.spi
+        elif fl & PF_GRE:
+            k.id = p.gre_key
+        else:
+            k.id = 0
+        k.fwd = k.id
+        k.rev = k.id
+    k.src = p.src
+    k.dst = p.dst
+    k.proto = p.proto
+    k.v6 = FL_V6 if p.ipver == 6 else 0
+    if fl & PF_FRAG:
+        k.h = flow_hash(p.src, k.sport, p.dst, k.dport, k.id, k.proto, k.v6)
+    else:
+        k.h = h
+    return True
+
+
+cdef inline int _flow_match(const flow_t* f, const fkey_t* k) noexcept nogil:
+    # 0: the packet goes the initiator's way, 1: the other way, -1: another flow.
+    if f.proto != k.proto or (f.state & FL_V6) != k.v6:
+        return -1
+    if f.ports == k.fwd and _eq16(f.a, k.src) and _eq16(f.b, k.dst):
+        return 0
+    if f.ports == k.rev and _eq16(f.a, k.dst) and _eq16(f.b, k.src):
+        return 1
+    return -1
+
+
+cdef inline int _flow_class(const flow_t* f) noexcept nogil:
+    if f.proto == 6:
+        if (f.state & FL_RST) or (f.state & (FL_FIN0 | FL_FIN1)) == (FL_FIN0 | FL_FIN1):
+            return FT_TCP_CLOSED
+        return FT_TCP
+    if f.proto == 17 or f.proto == 136:
+        return FT_UDP
+    return FT_OTHER
+
+
+cdef inline bint _flow_expired(const ftab_t* t, const flow_t* f, uint32_t now) noexcept nogil:
+    return <int32_t>(now - f.last) > t.timeout[_flow_class(f)]
+
+
+# ---------------------------------------------------------------------------
+# Counting a flow's pending packets
+
+cdef inline uint32_t _be32(const uint8_t* b) noexcept nogil:
+    return (<uint32_t>b[0] << 24) | (<uint32_t>b[1] << 16) | (<uint32_t>b[2] << 8) | b[3]
+
+
+cdef void _flow_sides(const fctx_t* c, const flow_t* f, int d, sides_t* s) noexcept nogil:
+    """The sides of a packet of flow `f` going direction `d` (0: initiator's way)."""
+    cdef pkt_t q
+    cdef const uint8_t* src
+    cdef const uint8_t* dst
+    if d == 0:
+        src = f.a
+        dst = f.b
+    else:
+        src = f.b
+        dst = f.a
+    q.ipver = 6 if (f.state & FL_V6) else 4
+    memcpy(q.src, src, 16)
+    memcpy(q.dst, dst, 16)
+    q.src4 = _be32(src)
+    q.dst4 = _be32(dst)
+    _sides(&q, c.w4, c.w6, c.p4, c.p6, s)
+
+
+cdef void _flow_emit(const fctx_t* c, flow_t* f, int d, uint16_t tag, uint32_t sni,
+                     const sides_t* known, bint pending) noexcept nogil:
+    """Count the pending packets of direction `d` under (sides, tag, sni or peer) and
+    clear them; the flow's start rides on its initiator's direction.  `pending`:
+    they never got a verdict (window closed or flow ended first)."""
+    cdef sides_t s
+    cdef uint64_t flows = 0
+    if f.pkts[d] == 0:
+        return
+    if known != NULL:
+        s = known[0]
+    else:
+        _flow_sides(c, f, d, &s)
+    if d == 0 and (f.state & FL_UNCOUNTED):
+        flows = 1
+        f.state &= ~FL_UNCOUNTED
+    agg_add(c.a, s.watch, s.direction, sni if sni != 0 else s.peer, tag,
+            f.pkts[d], f.pbytes[d], flows)
+    if pending:
+        c.a.totals[TOT_PENDING_PACKETS] += f.pkts[d]
+        c.a.totals[TOT_PENDING_BYTES] += f.pbytes[d]
+    f.pkts[d] = 0
+    f.pbytes[d] = 0
+
+
+cdef inline void _flow_flush_pending(const fctx_t* c, flow_t* f) noexcept nogil:
+    # Only an undecided flow holds pending packets: a verdict or a give-up flushes.
+    _flow_emit(c, f, 0, f.ftag[0], 0, NULL, True)
+    _flow_emit(c, f, 1, f.ftag[1], 0, NULL, True)
+
+
+cdef inline void _flow_init(ftab_t* t, agg_t* a, flow_t* f, const fkey_t* k,
+                            uint32_t now) noexcept nogil:
+    memset(f, 0, sizeof(flow_t))
+    memcpy(f.a, k.src, 16)
+    memcpy(f.b, k.dst, 16)
+    f.ports = k.fwd
+    f.proto = k.proto
+    f.last = now
+    f.state = FL_USED | FL_UNCOUNTED | k.v6
+    a.totals[TOT_FLOWS] += 1
+    if t.ids != NULL:
+        t.next_id += 1
+        t.ids[f - t.slots] = t.next_id
+
+
+cdef flow_t* flow_lookup(const fctx_t* c, const fkey_t* k, uint32_t now,
+                         int* d, bint* created) noexcept nogil:
+    """The flow of key `k`, created if new (`*created`; `*d` = 0 for the initiator's
+    direction, 1 for the reverse).
+    Expired or closed-and-reopened flows are ended and started afresh in place; when
+    the probe window is full, its longest-idle flow is evicted."""
+    cdef ftab_t* t = c.t
+    cdef uint64_t i = k.h >> t.shift, j, victim
+    cdef int n, m
+    cdef int32_t age, oldest
+    cdef flow_t* f
+    for n in range(<int>t.probe):
+        f = &t.slots[i]
+        if f.state == 0:
+            _flow_init(t, c.a, f, k, now)
+            t.used += 1
+            d[0] = 0
+            created[0] = True
+            return f
+        m = _flow_match(f, k)
+        if m >= 0:
+            d[0] = m
+            created[0] = False
+            return f
+        i = (i + 1) & t.mask
+    # Full window: evict the flow idle the longest (time order, not insertion order:
+    # a busy long flow outlives a burst of one-packet scans).
+    i = k.h >> t.shift
+    victim = i
+    oldest = -0x7FFFFFFF - 1
+    for n in range(<int>t.probe):
+        j = (i + <uint64_t>n) & t.mask
+        age = <int32_t>(now - t.slots[j].last)
+        if age > oldest:
+            oldest = age
+            victim = j
+    f = &t.slots[victim]
+    _flow_flush_pending(c, f)
+    c.a.totals[TOT_FLOW_EVICTIONS] += 1
+    _flow_init(t, c.a, f, k, now)
+    d[0] = 0
+    created[0] = True
+    return f
+
+
+cdef void flow_delete(ftab_t* t, uint64_t i) noexcept nogil:
+    """Empty slot i, shifting later entries of its probe run back (no tombstones)."""
+    cdef uint64_t j = i, k
+    cdef int n
+    for n in range(<int>t.capacity):
+        j = (j + 1) & t.mask
+        if t.slots[j].state == 0:
+            break
+        if ((j - i) & t.mask) >= t.probe:
+            # nothing this far from the hole can have its home at or before it
+            break
+        k = _flow_home(t, &t.slots[j])
+        if ((j - k) & t.mask) >= ((j - i) & t.mask):
+            memcpy(&t.slots[i], &t.slots[j], sizeof(flow_t))
+            if t.ids != NULL:
+                t.ids[i] = t.ids[j]
+            i = j
+    memset(&t.slots[i], 0, sizeof(flow_t))
+    if t.ids != NULL:
+        t.ids[i] = 0
+    t.used -= 1
+
+
+cdef uint64_t flow_sweep(const fctx_t* c, uint64_t budget, bint flush_pending) noexcept nogil:
+    """Examine `budget` slots from the sweep cursor: end flows idle past their
+    timeout (pending counted as pending, the timeout counted) and, with
+    `flush_pending` (a window closing), count every undecided flow's pending packets.
+    Returns the number of flows expired."""
+    cdef ftab_t* t = c.t
+    cdef uint64_t n, expired = 0
+    cdef flow_t* f
+    if not t.has_now:
+        return 0
+    for n in range(budget):
+        f = &t.slots[t.cursor]
+        if f.state != 0:
+            if _flow_expired(t, f, t.now):
+                _flow_flush_pending(c, f)
+                c.a.totals[TOT_FLOW_TIMEOUTS] += 1
+                flow_delete(t, t.cursor)
+                expired += 1
+                # the slot now holds a shifted entry (or nothing): look at it again
+                # next, unless the budget is spent
+                continue
+            if flush_pending:
+                _flow_flush_pending(c, f)
+        t.cursor = (t.cursor + 1) & t.mask
+    return expired
+
+
+cdef inline void flow_note_time(ftab_t* t, uint32_t now) noexcept nogil:
+    if not t.has_now or <int32_t>(now - t.now) > 0:
+        t.now = now
+        t.has_now = 1
+
+
+# ---------------------------------------------------------------------------
+# Python side
+
+FLOW_DEFAULTS = {
+    "tcp_timeout": 300.0,          # established TCP, seconds idle
+    "tcp_closed_timeout": 5.0,     # after RST, or FIN both ways
+    "udp_timeout": 120.0,
+    "other_timeout": 60.0,
+    "inspect_packets": 10,         # per direction, before the flow gives up on a verdict
+    "inspect_bytes": 65536,        # on-wire bytes per direction, likewise
+}
+FLOW_ENTRY_BYTES = sizeof(flow_t)
+FLOW_PROBE_WINDOW = FLOW_PROBE_MAX
+FLOW_FRAG_SLOTS = FRAG_SLOTS
+FLOW_STATE_NAMES = {"used": FL_USED, "v6": FL_V6, "strong": FL_STRONG, "gaveup": FL_GAVEUP,
+                    "fin0": FL_FIN0, "fin1": FL_FIN1, "rst": FL_RST, "uncounted": FL_UNCOUNTED}
+assert sizeof(flow_t) == 64
+
+
+cdef int32_t _units(double seconds, str name) except? -1:
+    if not (0.0 < seconds <= 86400.0 * 7):
+        raise ValueError(f"flows: {name} must be in (0, 604800] seconds, got {seconds}")
+    return <int32_t>((seconds * 1e9) / (1 << FLOW_TIME_SHIFT) + 0.5)
+
+
+cdef class FlowTable:
+    """Bounded flow table of one worker (docs/flows.md).
+
+    ``FlowTable(capacity=1048576, tcp_timeout=300, tcp_closed_timeout=5,
+    udp_timeout=120, other_timeout=60, inspect_packets=10, inspect_bytes=65536)``:
+    *capacity* slots (rounded up to a power of two) of 64 bytes, allocated once, plus
+    a 192 KiB first-fragment table.  Timeouts in seconds of capture time.  Give it to
+    the native ``Classifier``; the pipeline takes its table pointer once per batch.
+    """
+    cdef ftab_t* t
+    cdef readonly dict settings
+
+    def __cinit__(self, capacity=1 << 20, tcp_timeout=FLOW_DEFAULTS["tcp_timeout"],
+                  tcp_closed_timeout=FLOW_DEFAULTS["tcp_closed_timeout"],
+                  udp_timeout=FLOW_DEFAULTS["udp_timeout"],
+                  other_timeout=FLOW_DEFAULTS["other_timeout"],
+                  inspect_packets=FLOW_DEFAULTS["inspect_packets"],
+                  inspect_bytes=FLOW_DEFAULTS["inspect_bytes"]):
+        cdef uint64_t cap = 16
+        cdef uint32_t bits = 4
+        cdef void* mem = NULL
+        capacity = int(capacity)
+        if capacity < 16 or capacity > (1 << 30):
+            raise ValueError(f"flows: capacity {capacity} out of range [16, 2**30]")
+        if not 1 <= int(inspect_packets) <= 127:
+            raise ValueError(f"flows: inspect_packets {inspect_packets} out of range [1, 127]")
+        if not 0 <= int(inspect_bytes) <= (1 << 30):
+            raise ValueError(f"flows: inspect_bytes {inspect_bytes} out of range [0, 2**30]")
+        while cap < <uint64_t>capacity:
+            cap <<= 1
+            bits += 1
+        tmo = [_units(float(tcp_timeout), "tcp_timeout"),
+               _units(float(tcp_closed_timeout), "tcp_closed_timeout"),
+               _units(float(udp_timeout), "udp_timeout"),
+               _units(float(other_timeout), "other_timeout")]
+        self.t = <ftab_t*>calloc(1, sizeof(ftab_t))
+        if self.t == NULL:
+            raise MemoryError("flows: cannot allocate the table header")
+        # 2 MiB-aligned and, where the kernel allows (THP "madvise" mode), on huge
+        # pages: a flow lookup is a random access into the table, and 4 KiB pages
+        # would make most of them a TLB miss as well as a cache miss.
+        if posix_memalign(&mem, 1 << 21, cap * sizeof(flow_t)) != 0:
+            mem = NULL
+        self.t.slots = <flow_t*>mem
+        if mem != NULL and cap * sizeof(flow_t) >= (1 << 21):
+            madvise(mem, cap * sizeof(flow_t), MADV_HUGEPAGE)  # advisory: errors ignored
+        self.t.frags = <fragent_t*>calloc(FRAG_SLOTS, sizeof(fragent_t))
+        if self.t.slots == NULL or self.t.frags == NULL:
+            free(self.t.slots)
+            free(self.t.frags)
+            free(self.t)
+            self.t = NULL
+            raise MemoryError(f"flows: cannot allocate {cap} slots ({cap * sizeof(flow_t)} bytes)")
+        # Touch every page now: the bound is resident from the start, and the page
+        # faults are paid here rather than by the first packets of each slot.
+        with nogil:
+            memset(self.t.slots, 0, cap * sizeof(flow_t))
+        self.t.capacity = cap
+        self.t.probe = <uint32_t>min(<uint64_t>FLOW_PROBE_MAX, cap)
+        self.t.mask = cap - 1
+        self.t.shift = 64 - bits
+        for i in range(4):
+            self.t.timeout[i] = tmo[i]
+        self.t.inspect_packets = int(inspect_packets)
+        self.t.inspect_bytes = int(inspect_bytes)
+        self.settings = {"capacity": int(cap), "tcp_timeout": float(tcp_timeout),
+                         "tcp_closed_timeout": float(tcp_closed_timeout),
+                         "udp_timeout": float(udp_timeout),
+                         "other_timeout": float(other_timeout),
+                         "inspect_packets": int(inspect_packets),
+                         "inspect_bytes": int(inspect_bytes)}
+
+    def track_ids(self):
+        """Give every flow a serial number (inspection: Classifier.annotate_flows);
+        8 more bytes per slot, allocated once."""
+        if self.t.ids == NULL:
+            self.t.ids = <uint64_t*>calloc(self.t.capacity, sizeof(uint64_t))
+            if self.t.ids == NULL:
+                raise MemoryError("flows: cannot allocate flow ids")
+
+    def __dealloc__(self):
+        if self.t != NULL:
+            free(self.t.ids)
+            free(self.t.slots)
+            free(self.t.frags)
+            free(self.t)
+            self.t = NULL
+
+    @property
+    def capacity(self):
+        return self.t.capacity
+
+    @property
+    def memory_bytes(self):
+        """Fixed memory: slots x 64 bytes + the first-fragment table + header."""
+        return self.t.capacity * sizeof(flow_t) + FRAG_SLOTS * sizeof(fragent_t) + sizeof(ftab_t)
+
+    def __len__(self):
+        return self.t.used
+
+    def clear(self):
+        """Forget every flow (nothing is counted: use Classifier.flush() to count
+        pending packets first)."""
+        memset(self.t.slots, 0, self.t.capacity * sizeof(flow_t))
+        memset(self.t.frags, 0, FRAG_SLOTS * sizeof(fragent_t))
+        if self.t.ids != NULL:
+            memset(self.t.ids, 0, self.t.capacity * sizeof(uint64_t))
+        self.t.used = 0
+        self.t.cursor = 0
+        self.t.has_now = 0
+
+    def entries(self):
+        """The flows in the table as dicts (inspection and tests; O(capacity))."""
+        out = []
+        cdef uint64_t i
+        cdef flow_t* f
+        for i in range(self.t.capacity):
+            f = &self.t.slots[i]
+            if f.state == 0:
+                continue
+            n = 16 if f.state & FL_V6 else 4
+            out.append({
+                "slot": int(i), "a": bytes(f.a[:n]), "b": bytes(f.b[:n]),
+                "ports": f.ports, "proto": f.proto, "state": f.state, "tag": f.tag,
+                "sni": f.sni, "ftag": (f.ftag[0], f.ftag[1]),
+                "pending_packets": (f.pkts[0], f.pkts[1]),
+                "pending_bytes": (f.pbytes[0], f.pbytes[1]),
+                "seen": (f.seen[0], f.seen[1]), "last": f.last,
+                "home": int(_flow_home(self.t, f)),
+            })
+        return out

@@ -40,49 +40,8 @@ cdef inline int _check_batch(const uint8_t[::1] data, object recs, rec_t** out_r
     return 0
 
 
-cdef struct sides_t:
-    uint32_t watch
-    uint32_t peer
-    uint8_t direction
-
-
-cdef inline void _sides(const pkt_t* p, const lpm4_t* w4, const lpm6_t* w6,
-                        const lpm4_t* p4, const lpm6_t* p6, sides_t* s) noexcept nogil:
-    cdef uint32_t ws = 0, wd = 0, ps = 0, pd = 0
-    if p.ipver == 4:
-        ws = lpm4_lookup(w4, p.src4)
-        wd = lpm4_lookup(w4, p.dst4)
-    elif p.ipver == 6:
-        ws = lpm6_lookup(w6, p.src)
-        wd = lpm6_lookup(w6, p.dst)
-    else:
-        s.watch = 0
-        s.peer = 0
-        s.direction = DIR_TRANSIT
-        return
-    if ws != 0:
-        s.watch = ws
-        s.direction = DIR_INTERNAL if wd != 0 else DIR_OUTBOUND
-        if p.ipver == 4:
-            s.peer = lpm4_lookup(p4, p.dst4)
-        else:
-            s.peer = lpm6_lookup(p6, p.dst)
-    elif wd != 0:
-        s.watch = wd
-        s.direction = DIR_INBOUND
-        if p.ipver == 4:
-            s.peer = lpm4_lookup(p4, p.src4)
-        else:
-            s.peer = lpm6_lookup(p6, p.src)
-    else:
-        s.watch = 0
-        s.direction = DIR_TRANSIT
-        if p.ipver == 4:
-            pd = lpm4_lookup(p4, p.dst4)
-            s.peer = pd if pd != 0 else lpm4_lookup(p4, p.src4)
-        else:
-            pd = lpm6_lookup(p6, p.dst)
-            s.peer = pd if pd != 0 else lpm6_lookup(p6, p.src)
+# sides_t and _sides() live in flows.pxi (included before this file): the flow table
+# needs them to count a flow's pending packets.
 
 
 cdef class Classifier:
@@ -92,13 +51,65 @@ cdef class Classifier:
     cdef readonly PrefixCore peer
     cdef readonly RuleCore rules
     cdef readonly Counters counters
+    cdef readonly FlowTable flows
 
     def __init__(self, PrefixCore watch not None, PrefixCore peer not None,
-                 RuleCore rules not None, Counters counters not None):
+                 RuleCore rules not None, Counters counters not None,
+                 FlowTable flows=None):
+        """`flows`: a FlowTable turns flow state on (verdicts per flow, flow counts);
+        None keeps the per-packet path."""
         self.watch = watch
         self.peer = peer
         self.rules = rules
         self.counters = counters
+        self.flows = flows
+
+    cdef void _ctx(self, fctx_t* c):
+        c.t = self.flows.t
+        c.a = self.counters.a
+        c.w4 = self.watch.v4
+        c.w6 = self.watch.v6
+        c.p4 = self.peer.v4
+        c.p6 = self.peer.v6
+
+    def close_window(self):
+        """Call when a snapshot window closes, before `counters.snapshot()`: ends
+        flows idle past their timeout (by the latest packet time seen), counts every
+        undecided flow's pending packets under their per-packet tags and in the
+        `pending_*` totals, and records `flows_active`.  After it, the sum over keys
+        equals the packets and bytes read in the window.  O(capacity).  Returns the
+        number of flows that timed out.  A no-op without flow state."""
+        cdef fctx_t c
+        cdef uint64_t expired
+        if self.flows is None:
+            return 0
+        self._ctx(&c)
+        with nogil:
+            c.t.cursor = 0
+            expired = flow_sweep(&c, c.t.capacity, True)
+            # an expired slot is looked at twice (the shifted entry), so finish the
+            # pass: the cursor wrapped only if nothing was deleted
+            while c.t.cursor != 0:
+                expired += flow_sweep(&c, c.t.capacity - c.t.cursor, True)
+            c.a.totals[TOT_FLOWS_ACTIVE] = c.t.used
+        return expired
+
+    def flush(self):
+        """End every flow: count pending packets (as pending) and empty the flow
+        table, e.g. at the end of the input or before the tables change meaning."""
+        cdef fctx_t c
+        cdef uint64_t i
+        if self.flows is None:
+            return 0
+        self._ctx(&c)
+        n = c.t.used
+        with nogil:
+            for i in range(c.t.capacity):
+                if c.t.slots[i].state != 0:
+                    _flow_flush_pending(&c, &c.t.slots[i])
+            c.a.totals[TOT_FLOWS_ACTIVE] = 0
+        self.flows.clear()
+        return n
 
     def swap_tables(self, PrefixCore watch not None, PrefixCore peer not None,
                     RuleCore rules not None):
@@ -121,14 +132,72 @@ cdef class Classifier:
         cdef const lpm6_t* p6 = self.peer.v6
         cdef const rules_t* rules = self.rules.r
         cdef Counters c = self.counters
+        cdef fctx_t fc
+        if self.flows is None:
+            with nogil:
+                _process_batch(base, r, n, w4, w6, p4, p6, rules, c)
+            return n
+        self._ctx(&fc)
         with nogil:
-            _process_batch(base, r, n, w4, w6, p4, p6, rules, c)
+            _process_batch_flows(base, r, n, rules, &fc, NULL)
+            # amortised expiry: a bounded slice of the table per batch
+            flow_sweep(&fc, <uint64_t>(n // 2 + 64), False)
         return n
+
+    def annotate_flows(self, const uint8_t[::1] data, recs):
+        """Process one batch with flow state (counting as `process` does) and say, per
+        packet, how it was counted: numpy columns tag, peer, watch, direction,
+        pending (1: held until its flow's verdict), fid (flow serial, 0: no flow)
+        verdict_fid and verdict_sni (the flow whose verdict this packet fixed, and the
+        service label of the verdict).  A pending
+        packet's final tag is the verdict of its flow if a later packet fixes one
+        before the window closes or the flow ends, else its own tag (see
+        nkstream.classify.annotate_capture).  Needs a FlowTable; turns on its flow
+        serials (FlowTable.track_ids)."""
+        cdef rec_t* r
+        cdef Py_ssize_t n
+        cdef fctx_t fc
+        cdef fann_t o
+        if self.flows is None:
+            raise ValueError("annotate_flows needs flow state (a FlowTable)")
+        self.flows.track_ids()
+        _check_batch(data, recs, &r, &n)
+        out = {"tag": np.zeros(n, np.uint16), "peer": np.zeros(n, np.uint32),
+               "watch": np.zeros(n, np.uint32), "direction": np.zeros(n, np.uint8),
+               "pending": np.zeros(n, np.uint8), "fid": np.zeros(n, np.uint64),
+               "verdict_fid": np.zeros(n, np.uint64), "verdict_sni": np.zeros(n, np.uint32)}
+        if n == 0:
+            return out
+        cdef uint16_t[::1] a_tag = out["tag"]
+        cdef uint32_t[::1] a_peer = out["peer"]
+        cdef uint32_t[::1] a_watch = out["watch"]
+        cdef uint8_t[::1] a_dir = out["direction"]
+        cdef uint8_t[::1] a_pend = out["pending"]
+        cdef uint64_t[::1] a_fid = out["fid"]
+        cdef uint64_t[::1] a_vfid = out["verdict_fid"]
+        cdef uint32_t[::1] a_vsni = out["verdict_sni"]
+        o.tag = &a_tag[0]
+        o.peer = &a_peer[0]
+        o.watch = &a_watch[0]
+        o.direction = &a_dir[0]
+        o.pending = &a_pend[0]
+        o.fid = &a_fid[0]
+        o.verdict_fid = &a_vfid[0]
+        o.verdict_sni = &a_vsni[0]
+        cdef const uint8_t* base = &data[0]
+        cdef const rules_t* rules = self.rules.r
+        self._ctx(&fc)
+        with nogil:
+            _process_batch_flows(base, r, n, rules, &fc, &o)
+            flow_sweep(&fc, <uint64_t>(n // 2 + 64), False)
+        return out
 
     def annotate(self, const uint8_t[::1] data, recs):
         """Per-packet verdicts for inspection (`nkstream decode`): dict of numpy
         columns watch_src, watch_dst, peer_src, peer_dst (label ids), direction,
-        watch, peer (the key's labels) and tag.  Counts nothing."""
+        watch, peer (the key's labels), tag, sni (the service label a ClientHello SNI
+        gave, 0: none) and strong (1: the tag came from a payload signature or an SNI,
+        what fixes a flow's verdict).  Per packet: no flow state.  Counts nothing."""
         cdef rec_t* r
         cdef Py_ssize_t n, i
         _check_batch(data, recs, &r, &n)
@@ -136,6 +205,8 @@ cdef class Classifier:
                ("watch_src", "watch_dst", "peer_src", "peer_dst", "watch", "peer")}
         out["direction"] = np.zeros(n, np.uint8)
         out["tag"] = np.zeros(n, np.uint16)
+        out["sni"] = np.zeros(n, np.uint32)
+        out["strong"] = np.zeros(n, np.uint8)
         if n == 0:
             return out
         cdef uint32_t[::1] ws = out["watch_src"], wd = out["watch_dst"]
@@ -143,6 +214,9 @@ cdef class Classifier:
         cdef uint32_t[::1] kw = out["watch"], kp = out["peer"]
         cdef uint8_t[::1] dr = out["direction"]
         cdef uint16_t[::1] tg = out["tag"]
+        cdef uint32_t[::1] sn = out["sni"]
+        cdef uint8_t[::1] st = out["strong"]
+        cdef uint8_t strong
         cdef const uint8_t* base = &data[0]
         cdef const uint8_t* frame
         cdef const lpm4_t* w4 = self.watch.v4
@@ -171,7 +245,10 @@ cdef class Classifier:
                     pd[i] = lpm6_lookup(p6, pkt.dst)
                 _sides(&pkt, w4, w6, p4, p6, &s)
                 sni = 0
-                tg[i] = tag_packet(rules, &pkt, frame, s.peer, &sni)
+                strong = 0
+                tg[i] = tag_packet_ex(rules, &pkt, frame, s.peer, &sni, &strong)
+                sn[i] = sni
+                st[i] = strong
                 if sni != 0:
                     s.peer = sni
                     if s.direction == DIR_INBOUND:
@@ -210,3 +287,141 @@ cdef void _process_batch(const uint8_t* base, const rec_t* r, Py_ssize_t n,
         if sni != 0:
             s.peer = sni
         agg_add(a, s.watch, s.direction, s.peer, tag, 1, r[i].wirelen, 0)
+
+
+cdef inline void _decode_ahead(const uint8_t* base, const rec_t* rec, pkt_t* p,
+                               const ftab_t* t, uint64_t* h) noexcept nogil:
+    # Decode a packet a few places ahead and start the cache miss on its flow slot.
+    decode_packet(base + rec.off, rec.caplen, rec.linktype, p)
+    if rec.vlan_tpid != 0:
+        restore_vlan(rec, p)
+    if (p.flags & PF_IP) == 0:
+        return
+    h[0] = flow_hash_pkt(p)
+    NKS_PREFETCH_LINE(&t.slots[h[0] >> t.shift])
+
+
+cdef inline void _ann(fann_t* o, Py_ssize_t i, const sides_t* s, uint32_t peer,
+                      uint16_t tag, uint8_t pending, uint64_t fid) noexcept nogil:
+    o.tag[i] = tag
+    o.peer[i] = peer
+    o.watch[i] = s.watch
+    o.direction[i] = s.direction
+    o.pending[i] = pending
+    o.fid[i] = fid
+
+
+cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n,
+                               const rules_t* rules, const fctx_t* c,
+                               fann_t* ann) noexcept nogil:
+    """The per-batch loop with flow state (docs/flows.md): a flow's first packets are
+    tagged per packet and held as pending until a payload signature or SNI fixes the
+    flow's verdict (then they are counted under it) or the inspection budget runs out
+    (then under their own tags); later packets take the verdict without tagging."""
+    cdef Py_ssize_t i
+    cdef pkt_t ring[FLOW_RING]
+    cdef uint64_t hring[FLOW_RING]
+    cdef pkt_t* p
+    cdef sides_t s
+    cdef fkey_t k
+    cdef flow_t* f
+    cdef int d
+    cdef bint created
+    cdef uint32_t sni, wl, now
+    cdef uint16_t tag
+    cdef uint8_t strong, tf
+    cdef const uint8_t* frame
+    cdef ftab_t* t = c.t
+    cdef agg_t* a = c.a
+    for i in range(FLOW_AHEAD if n > FLOW_AHEAD else n):
+        _decode_ahead(base, &r[i], &ring[i], t, &hring[i])
+    for i in range(n):
+        if i + FLOW_AHEAD < n:
+            if i + FLOW_AHEAD + PREFETCH_AHEAD < n:
+                NKS_PREFETCH(base + r[i + FLOW_AHEAD + PREFETCH_AHEAD].off)
+            _decode_ahead(base, &r[i + FLOW_AHEAD], &ring[(i + FLOW_AHEAD) & (FLOW_RING - 1)], t,
+                          &hring[(i + FLOW_AHEAD) & (FLOW_RING - 1)])
+        p = &ring[i & (FLOW_RING - 1)]
+        frame = base + r[i].off
+        wl = r[i].wirelen
+        _sides(p, c.w4, c.w6, c.p4, c.p6, &s)
+        agg_count_packet(a, wl, r[i].caplen, p.error, s.watch != 0)
+        if not flow_key(t, p, &k, hring[i & (FLOW_RING - 1)]):
+            sni = 0
+            tag = tag_packet(rules, p, frame, s.peer, &sni)
+            agg_add(a, s.watch, s.direction, sni if sni != 0 else s.peer, tag, 1, wl, 0)
+            if ann != NULL:
+                _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, 0)
+            continue
+        now = <uint32_t>(<uint64_t>r[i].ts_ns >> FLOW_TIME_SHIFT)
+        flow_note_time(t, now)
+        f = flow_lookup(c, &k, now, &d, &created)
+        if not created:
+            # an existing flow: idle too long, or a closed TCP flow reopened by a SYN
+            # (RFC 9293 s3.5: a new incarnation of the connection)
+            tf = p.tcp_flags if k.proto == 6 else 0
+            if _flow_expired(t, f, now):
+                _flow_flush_pending(c, f)
+                a.totals[TOT_FLOW_TIMEOUTS] += 1
+                _flow_init(t, a, f, &k, now)
+                d = 0
+            elif ((tf & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN and _flow_class(f) == FT_TCP_CLOSED):
+                _flow_flush_pending(c, f)
+                _flow_init(t, a, f, &k, now)
+                d = 0
+        if <int32_t>(now - f.last) > 0:
+            f.last = now
+        if k.proto == 6:
+            tf = p.tcp_flags
+            if tf & TCPF_RST:
+                f.state |= FL_RST
+            if tf & TCPF_FIN:
+                f.state |= FL_FIN0 if d == 0 else FL_FIN1
+        if f.state & FL_STRONG:
+            agg_add(a, s.watch, s.direction, f.sni if f.sni != 0 else s.peer, f.tag, 1, wl, 0)
+            if ann != NULL:
+                _ann(ann, i, &s, f.sni if f.sni != 0 else s.peer, f.tag, 0, t.ids[f - t.slots])
+            continue
+        sni = 0
+        if f.state & FL_GAVEUP:
+            tag = tag_packet(rules, p, frame, s.peer, &sni)
+            agg_add(a, s.watch, s.direction, sni if sni != 0 else s.peer, tag, 1, wl, 0)
+            if ann != NULL:
+                _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, t.ids[f - t.slots])
+            continue
+        strong = 0
+        tag = tag_packet_ex(rules, p, frame, s.peer, &sni, &strong)
+        if <uint64_t>f.pbytes[d] + wl > 0xFFFFFFFFU:
+            # cannot hold it (a multi-GiB TSO frame): give up on this flow now
+            f.state |= FL_GAVEUP
+            _flow_emit(c, f, 0, f.ftag[0], 0, &s if d == 0 else NULL, False)
+            _flow_emit(c, f, 1, f.ftag[1], 0, &s if d == 1 else NULL, False)
+            agg_add(a, s.watch, s.direction, sni if sni != 0 else s.peer, tag, 1, wl, 0)
+            if ann != NULL:
+                _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, t.ids[f - t.slots])
+            continue
+        if ann != NULL:
+            _ann(ann, i, &s, s.peer, tag, 1, t.ids[f - t.slots])
+        f.pkts[d] += 1
+        f.pbytes[d] += wl
+        f.ftag[d] = tag
+        if f.seen[d] < 255:
+            f.seen[d] += 1
+        if strong:
+            f.tag = tag
+            f.sni = sni
+            f.state |= FL_STRONG
+            if ann != NULL:
+                _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, t.ids[f - t.slots])
+                ann.verdict_fid[i] = t.ids[f - t.slots]
+                ann.verdict_sni[i] = sni
+            _flow_emit(c, f, 0, tag, sni, &s if d == 0 else NULL, False)
+            _flow_emit(c, f, 1, tag, sni, &s if d == 1 else NULL, False)
+        elif ((f.seen[0] + <uint32_t>f.seen[1] >= 2 * t.inspect_packets)
+              or ((f.seen[0] >= t.inspect_packets or f.pbytes[0] >= t.inspect_bytes)
+                  and (f.seen[1] >= t.inspect_packets or f.pbytes[1] >= t.inspect_bytes))):
+            f.state |= FL_GAVEUP
+            if ann != NULL:
+                ann.pending[i] = 0
+            _flow_emit(c, f, 0, f.ftag[0], 0, &s if d == 0 else NULL, False)
+            _flow_emit(c, f, 1, f.ftag[1], 0, &s if d == 1 else NULL, False)

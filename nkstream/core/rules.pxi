@@ -354,6 +354,18 @@ cdef uint16_t tag_packet(const rules_t* r, const pkt_t* p, const uint8_t* frame,
     `*sni_label` is set to the service label of a matched ClientHello SNI, else left
     as the caller set it (0).
     """
+    cdef uint8_t strong = 0
+    return tag_packet_ex(r, p, frame, peer_label, sni_label, &strong)
+
+
+cdef inline uint16_t tag_packet_ex(const rules_t* r, const pkt_t* p, const uint8_t* frame,
+                                   uint32_t peer_label, uint32_t* sni_label,
+                                   uint8_t* strong) noexcept nogil:
+    """tag_packet() that also says where the verdict came from: `*strong` is set to 1
+    when the winning verdict is a payload signature or a ClientHello SNI, or an SNI
+    named a service label (the flow table fixes a flow's verdict on such a packet),
+    and left as the caller set it (0) when it came from the port / protocol / GRE /
+    peer-label tables or nothing matched."""
     cdef uint32_t best = 0, tb = 0, sb = 0, n, off, nlen
     cdef uint16_t f = p.flags
     cdef int k
@@ -410,6 +422,10 @@ cdef uint16_t tag_packet(const rules_t* r, const pkt_t* p, const uint8_t* frame,
                         sb = _better(r.hints[sx.label], sb)
     # ties: payload, then SNI, then the tables
     best = _better(sb, best)
+    if best != 0 and (tb >> 16) <= (best >> 16):
+        strong[0] = 1
+    elif sni_label[0] != 0:
+        strong[0] = 1
     best = _better(tb, best)
     return <uint16_t>(best & 0xFFFF)
 

@@ -72,6 +72,7 @@ ctypedef struct pkt_t:
     uint32_t l3_off       # offset of the (outer) IP header in the frame
     uint32_t l4_off       # offset of the L4 payload (after TCP/UDP/SCTP header)
     uint32_t l4_len       # captured bytes of L4 payload (<= caplen - l4_off)
+    uint32_t frag_id      # IP fragment identification (IPv4: 16 bits, IPv6: 32), with PF_FRAG
 
 # Direction of a packet relative to the watch table (DESIGN.md vocabulary).
 cdef enum:
@@ -80,3 +81,16 @@ cdef enum:
     DIR_INBOUND = 2       # dst watched
     DIR_INTERNAL = 3      # both watched
 DIRECTION_NAMES = ("transit", "outbound", "inbound", "internal")
+
+# Which build this is (setup.py: NKSTREAM_DEBUG=1 defines NKSTREAM_DEBUG and turns the
+# Cython bounds checks back on), so test runs can say what they tested.
+cdef extern from *:
+    """
+    #ifdef NKSTREAM_DEBUG
+    #define NKS_DEBUG_BUILD 1
+    #else
+    #define NKS_DEBUG_BUILD 0
+    #endif
+    """
+    int NKS_DEBUG_BUILD
+DEBUG_BUILD = bool(NKS_DEBUG_BUILD)
