@@ -17,6 +17,9 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("NKSTREAM_DEBUG", "") not in ("", "0")
+# The project root: `cimport nkstream.includes.*` resolves against it, also when a
+# PEP 517 frontend runs this file in an isolated environment with another sys.path.
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 DIRECTIVES = {
     "language_level": 3,
@@ -87,7 +90,7 @@ setup(
     ext_modules=cythonize(
         extensions,
         compiler_directives=DIRECTIVES,
-        include_path=["nkstream"],
+        include_path=[HERE, os.path.join(HERE, "nkstream")],
         annotate=os.environ.get("NKSTREAM_ANNOTATE", "") not in ("", "0"),
         force=mode_changed(),
     ),
