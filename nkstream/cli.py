@@ -23,6 +23,17 @@ COMMANDS = [
 ]
 
 
+def nonneg_int(text):
+    """argparse type: an integer >= 0 (--limit, --sample ...)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return n
+
+
 class UserError(Exception):
     """A runtime error to report as one line on stderr with exit status 1."""
 

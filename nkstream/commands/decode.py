@@ -43,10 +43,12 @@ a truncated last record is reported on stderr as a warning (exit 0).
 """
 import ipaddress
 import json
-
-FLOW_HOLD_PACKETS = 1 << 20    # bound on packets held for a flow verdict
 import os
 import sys
+
+from ..cli import nonneg_int
+
+FLOW_HOLD_PACKETS = 1 << 20    # bound on packets held for a flow verdict
 
 # decode flags, as in nkstream/core/types.pxi
 PF_IP = 0x01
@@ -70,23 +72,12 @@ def add_parser(subparsers):
                     "sport, dport, tag, category, src_label, dst_label, error, ...",
     )
     p.add_argument("file", metavar="FILE", help="capture file, or - for standard input")
-    p.add_argument("--limit", type=_nonneg_int, metavar="N", default=None,
+    p.add_argument("--limit", type=nonneg_int, metavar="N", default=None,
                    help="stop after N packets")
     p.add_argument("-c", "--config", help="TOML config (default: shipped tables and rules)")
     p.add_argument("--no-flows", action="store_true",
                    help="per-packet verdicts only (no flow state)")
     return p
-
-
-def _nonneg_int(text):
-    import argparse
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return n
 
 
 class _AddrText:

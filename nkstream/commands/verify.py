@@ -25,6 +25,8 @@ import ipaddress
 import shutil
 import subprocess
 
+from ..cli import nonneg_int
+
 FIELDS = ["frame.number", "frame.protocols", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst",
           "ip.proto", "ipv6.nxt", "ipv6.hopopts.nxt", "ipv6.routing.nxt",
           "ipv6.fraghdr.nxt", "ipv6.dstopts.nxt", "tcp.srcport", "tcp.dstport",
@@ -46,23 +48,12 @@ def add_parser(subparsers):
                     "ports and VLAN ids.  Exit 0 when all agree, 1 otherwise.",
     )
     p.add_argument("file", metavar="FILE", help="pcap/pcapng capture (not stdin: read twice)")
-    p.add_argument("--sample", type=_nonneg_int, default=1000, metavar="N",
+    p.add_argument("--sample", type=nonneg_int, default=1000, metavar="N",
                    help="packets to compare, spread evenly over the file; 0 = all "
                         "(default 1000)")
-    p.add_argument("--max-report", type=_nonneg_int, default=50, metavar="N",
+    p.add_argument("--max-report", type=nonneg_int, default=50, metavar="N",
                    help="print at most N differences (default 50)")
     return p
-
-
-def _nonneg_int(text):
-    import argparse
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return n
 
 
 def sample_frames(total, n):
