@@ -6,18 +6,7 @@ from nkstream._core import tag_fields
 from nkstream.rules import CATEGORIES, DEFAULT_RULES, Rules, RulesError
 
 
-class LabelTable:
-    """The label contract of nkstream.prefixes.PrefixTable used by Rules.compile."""
-
-    def __init__(self, *names):
-        self.labels = [None]
-        for n in names:
-            self.label_id(n)
-
-    def label_id(self, name):
-        if name not in self.labels:
-            self.labels.append(name)
-        return self.labels.index(name)
+from label_table import LabelTable
 
 
 def write(tmp_path, text, name="user.toml"):

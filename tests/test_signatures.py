@@ -20,19 +20,7 @@ from tshark_packets import HAVE_TSHARK, packets
 needs_tshark = pytest.mark.skipif(not HAVE_TSHARK, reason="tshark not installed")
 
 
-class LabelTable:
-    """The two-method label contract of nkstream.prefixes.PrefixTable that
-    Rules.compile uses (labels[0] is None; label_id interns)."""
-
-    def __init__(self, *names):
-        self.labels = [None]
-        for n in names:
-            self.label_id(n)
-
-    def label_id(self, name):
-        if name not in self.labels:
-            self.labels.append(name)
-        return self.labels.index(name)
+from label_table import LabelTable
 
 
 RULES = Rules.load()

@@ -16,16 +16,7 @@ from nkstream.signatures_reference import ReferenceTagger
 from tshark_packets import HAVE_TSHARK, packets
 
 
-class LabelTable:
-    def __init__(self, *names):
-        self.labels = [None]
-        for n in names:
-            self.label_id(n)
-
-    def label_id(self, name):
-        if name not in self.labels:
-            self.labels.append(name)
-        return self.labels.index(name)
+from label_table import LabelTable
 
 
 RULES = Rules.load()
