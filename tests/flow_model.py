@@ -230,7 +230,11 @@ class FlowModel:
             self.add((w, direction, f.sni or peer, f.tag), 1, wl, 0)
             return
         if f.gaveup:
-            self.add((w, direction, sni or peer, tag), 1, wl, 0)
+            # the direction's fallback tag, fixed once inspected (IP-in-IP excepted)
+            if f.seen[d] and pk["proto"] not in (4, 41):
+                self.add((w, direction, peer, f.ftag[d]), 1, wl, 0)
+            else:
+                self.add((w, direction, sni or peer, tag), 1, wl, 0)
             return
         assert f.pbytes[d] + wl <= 0xFFFFFFFF
         f.pkts[d] += 1

@@ -42,8 +42,7 @@ cdef enum:
     FLOW_PROBE_MAX = 32       # slots a key may be displaced by (the eviction window)
     FLOW_TIME_SHIFT = 20      # time unit: 2**20 ns
     FRAG_SLOTS = 4096         # first-fragment memory (direct mapped)
-    FLOW_AHEAD = 12           # packets decoded ahead to prefetch their flow slot
-    FLOW_RING = 16            # ring of decoded packets (power of two > FLOW_AHEAD)
+    FLOW_BLOCK = 32           # packets decoded and prefetched a block ahead
 
 # flow_t.state bits
 cdef enum:
@@ -70,7 +69,7 @@ cdef enum:
     TCPF_ACK = 0x10
 
 # One flow: one cache line.  Addresses in the initiator's order (the first packet's
-# src first); IPv4 in the first 4 bytes, zeros after.  `ports` is the first packet's
+# src first); IPv4 in the first 4 bytes, the flow's cached lookups after (fside_t).  `ports` is the first packet's
 # sport << 16 | dport for port protocols (TCP, UDP, UDP-Lite, SCTP), else the GRE
 # key / call id or the ESP/AH SPI (0 when the protocol has none).  Index 0 of the
 # per-direction arrays is the initiator's direction.
@@ -87,6 +86,59 @@ ctypedef struct flow_t:
     uint8_t  seen[2]          # packets inspected per direction (saturating)
     uint8_t  proto
     uint8_t  state            # FL_*; 0 = empty slot
+
+# The four prefix-table answers of a flow's addresses, in the initiator's order
+# (a = the first packet's src): watch and peer labels of a and of b.  They depend
+# only on the addresses and the tables, so an IPv4 flow looks them up once (at its
+# first packet, or the first after a table swap) and keeps them in the 24 bytes its
+# addresses leave unused (a[4:16] holds ws, wd, ps; b[4:8] holds pd: _fc_get /
+# _fc_put); every later packet derives its sides from them (_sides_of) instead of
+# four LPM walks, without touching another cache line.  ws == SIDES_UNSET: not
+# looked up yet.  IPv6 flows have no room and look their packets up as they come.
+ctypedef struct fside_t:
+    uint32_t ws
+    uint32_t wd
+    uint32_t ps
+    uint32_t pd
+
+cdef extern from *:
+    """
+    /* no label id reaches it: LPM entries keep bit 31 for LPM_EXT */
+    #define NKS_SIDES_UNSET 0xFFFFFFFFu
+    """
+    const uint32_t SIDES_UNSET "NKS_SIDES_UNSET"
+
+
+cdef inline uint32_t _ld32(const uint8_t* p) noexcept nogil:
+    cdef uint32_t v
+    memcpy(&v, p, 4)
+    return v
+
+
+cdef inline bint _fc_valid(const flow_t* f) noexcept nogil:
+    # (IPv4 flows only) its lookups are cached
+    return _ld32(f.a + 4) != SIDES_UNSET
+
+
+cdef inline void _fc_get(const flow_t* f, fside_t* o) noexcept nogil:
+    memcpy(&o.ws, f.a + 4, 4)
+    memcpy(&o.wd, f.a + 8, 4)
+    memcpy(&o.ps, f.a + 12, 4)
+    memcpy(&o.pd, f.b + 4, 4)
+
+
+cdef inline void _fc_put(flow_t* f, const fside_t* o) noexcept nogil:
+    memcpy(f.a + 4, &o.ws, 4)
+    memcpy(f.a + 8, &o.wd, 4)
+    memcpy(f.a + 12, &o.ps, 4)
+    memcpy(f.b + 4, &o.pd, 4)
+
+
+cdef inline void _fc_forget(flow_t* f) noexcept nogil:
+    cdef uint32_t unset = SIDES_UNSET
+    if f.state != 0 and (f.state & FL_V6) == 0:
+        memcpy(f.a + 4, &unset, 4)
+
 
 # A first fragment's ports, so later fragments of the same datagram (RFC 791: same
 # src, dst, protocol and Identification) find the flow.
@@ -175,6 +227,49 @@ cdef inline void _sides(const pkt_t* p, const lpm4_t* w4, const lpm6_t* w6,
             s.peer = pd if pd != 0 else lpm6_lookup(p6, p.src)
 
 
+cdef inline void _lookups(const pkt_t* p, const lpm4_t* w4, const lpm6_t* w6,
+                          const lpm4_t* p4, const lpm6_t* p6, fside_t* o) noexcept nogil:
+    # All four answers of an IP packet's addresses, in the packet's orientation.
+    if p.ipver == 4:
+        o.ws = lpm4_lookup(w4, p.src4)
+        o.wd = lpm4_lookup(w4, p.dst4)
+        o.ps = lpm4_lookup(p4, p.src4)
+        o.pd = lpm4_lookup(p4, p.dst4)
+    else:
+        o.ws = lpm6_lookup(w6, p.src)
+        o.wd = lpm6_lookup(w6, p.dst)
+        o.ps = lpm6_lookup(p6, p.src)
+        o.pd = lpm6_lookup(p6, p.dst)
+
+
+cdef inline void _sides_of(const fside_t* l, int d, sides_t* s) noexcept nogil:
+    # _sides() from cached answers `l` (initiator's order) for a packet going
+    # direction d (0: the initiator's way): the same decisions, no table walk.
+    cdef uint32_t ws, wd, ps, pd
+    if d == 0:
+        ws = l.ws
+        wd = l.wd
+        ps = l.ps
+        pd = l.pd
+    else:
+        ws = l.wd
+        wd = l.ws
+        ps = l.pd
+        pd = l.ps
+    if ws != 0:
+        s.watch = ws
+        s.direction = DIR_INTERNAL if wd != 0 else DIR_OUTBOUND
+        s.peer = pd
+    elif wd != 0:
+        s.watch = wd
+        s.direction = DIR_INBOUND
+        s.peer = ps
+    else:
+        s.watch = 0
+        s.direction = DIR_TRANSIT
+        s.peer = pd if pd != 0 else ps
+
+
 # Per-packet output of Classifier.annotate_flows (inspection; NULL in normal runs).
 ctypedef struct fann_t:
     uint16_t* tag             # the tag the packet was counted under (own tag if pending)
@@ -243,11 +338,24 @@ cdef inline bint _port_proto(uint8_t proto) noexcept nogil:
 
 cdef inline uint64_t _flow_home(const ftab_t* t, const flow_t* f) noexcept nogil:
     cdef uint64_t h
+    cdef uint8_t za[16]
+    cdef uint8_t zb[16]
+    cdef const uint8_t* a = f.a
+    cdef const uint8_t* b = f.b
+    if (f.state & FL_V6) == 0:
+        # an IPv4 key is its 4 address bytes, zero-padded as in pkt_t (the rest of
+        # a[] and b[] holds the cached lookups)
+        memset(za, 0, 16)
+        memset(zb, 0, 16)
+        memcpy(za, f.a, 4)
+        memcpy(zb, f.b, 4)
+        a = za
+        b = zb
     if _port_proto(f.proto):
-        h = flow_hash(f.a, <uint16_t>(f.ports >> 16), f.b, <uint16_t>(f.ports & 0xFFFF),
+        h = flow_hash(a, <uint16_t>(f.ports >> 16), b, <uint16_t>(f.ports & 0xFFFF),
                       0, f.proto, f.state & FL_V6)
     else:
-        h = flow_hash(f.a, 0, f.b, 0, f.ports, f.proto, f.state & FL_V6)
+        h = flow_hash(a, 0, b, 0, f.ports, f.proto, f.state & FL_V6)
     return h >> t.shift
 
 
@@ -337,6 +445,13 @@ cdef inline int _flow_match(const flow_t* f, const fkey_t* k) noexcept nogil:
     # 0: the packet goes the initiator's way, 1: the other way, -1: another flow.
     if f.proto != k.proto or (f.state & FL_V6) != k.v6:
         return -1
+    if k.v6 == 0:
+        # IPv4: the first 4 bytes are the address (the rest caches lookups)
+        if f.ports == k.fwd and _ld32(f.a) == _ld32(k.src) and _ld32(f.b) == _ld32(k.dst):
+            return 0
+        if f.ports == k.rev and _ld32(f.a) == _ld32(k.dst) and _ld32(f.b) == _ld32(k.src):
+            return 1
+        return -1
     if f.ports == k.fwd and _eq16(f.a, k.src) and _eq16(f.b, k.dst):
         return 0
     if f.ports == k.rev and _eq16(f.a, k.dst) and _eq16(f.b, k.src):
@@ -370,6 +485,11 @@ cdef void _flow_sides(const fctx_t* c, const flow_t* f, int d, sides_t* s) noexc
     cdef pkt_t q
     cdef const uint8_t* src
     cdef const uint8_t* dst
+    cdef fside_t l
+    if (f.state & FL_V6) == 0 and _fc_valid(f):
+        _fc_get(f, &l)
+        _sides_of(&l, d, s)
+        return
     if d == 0:
         src = f.a
         dst = f.b
@@ -424,6 +544,7 @@ cdef inline void _flow_init(ftab_t* t, agg_t* a, flow_t* f, const fkey_t* k,
     f.proto = k.proto
     f.last = now
     f.state = FL_USED | FL_UNCOUNTED | k.v6
+    _fc_forget(f)
     a.totals[TOT_FLOWS] += 1
     if t.ids != NULL:
         t.next_id += 1
@@ -548,6 +669,7 @@ FLOW_FRAG_SLOTS = FRAG_SLOTS
 FLOW_STATE_NAMES = {"used": FL_USED, "v6": FL_V6, "strong": FL_STRONG, "gaveup": FL_GAVEUP,
                     "fin0": FL_FIN0, "fin1": FL_FIN1, "rst": FL_RST, "uncounted": FL_UNCOUNTED}
 assert sizeof(flow_t) == 64
+assert sizeof(fside_t) == 16
 
 
 cdef int32_t _units(double seconds, str name) except? -1:
@@ -666,6 +788,14 @@ cdef class FlowTable:
         self.t.used = 0
         self.t.cursor = 0
         self.t.has_now = 0
+
+    def forget_lookups(self):
+        """Drop every flow's cached prefix-table answers, so each flow looks its
+        addresses up again at its next packet (the tables were swapped).  O(capacity)."""
+        cdef uint64_t i
+        with nogil:
+            for i in range(self.t.capacity):
+                _fc_forget(&self.t.slots[i])
 
     def entries(self):
         """The flows in the table as dicts (inspection and tests; O(capacity))."""

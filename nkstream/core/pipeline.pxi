@@ -117,6 +117,9 @@ cdef class Classifier:
         self.watch = watch
         self.peer = peer
         self.rules = rules
+        if self.flows is not None:
+            # the flows' cached prefix-table answers came from the old tables
+            self.flows.forget_lookups()
 
     def process(self, const uint8_t[::1] data, recs):
         """Classify and count every packet of one batch. Returns the packet count."""
@@ -289,16 +292,30 @@ cdef void _process_batch(const uint8_t* base, const rec_t* r, Py_ssize_t n,
         agg_add(a, s.watch, s.direction, s.peer, tag, 1, r[i].wirelen, 0)
 
 
-cdef inline void _decode_ahead(const uint8_t* base, const rec_t* rec, pkt_t* p,
-                               const ftab_t* t, uint64_t* h) noexcept nogil:
-    # Decode a packet a few places ahead and start the cache miss on its flow slot.
-    decode_packet(base + rec.off, rec.caplen, rec.linktype, p)
-    if rec.vlan_tpid != 0:
-        restore_vlan(rec, p)
-    if (p.flags & PF_IP) == 0:
-        return
-    h[0] = flow_hash_pkt(p)
-    NKS_PREFETCH_LINE(&t.slots[h[0] >> t.shift])
+cdef inline void _decode_block(const uint8_t* base, const rec_t* r, Py_ssize_t b0,
+                               Py_ssize_t m, Py_ssize_t n, pkt_t* blk, uint64_t* hb,
+                               const ftab_t* t) noexcept nogil:
+    # Decode packets b0..b0+m-1, hash their flow keys (no IP header: 0) and start the
+    # cache misses on their flow slots.
+    cdef Py_ssize_t j, i
+    cdef uint64_t h
+    cdef pkt_t* p
+    for j in range(m):
+        i = b0 + j
+        if i + PREFETCH_AHEAD < n:
+            NKS_PREFETCH(base + r[i + PREFETCH_AHEAD].off)
+        p = &blk[j]
+        decode_packet(base + r[i].off, r[i].caplen, r[i].linktype, p)
+        if r[i].vlan_tpid != 0:
+            restore_vlan(&r[i], p)
+        if p.flags & PF_IP:
+            hb[j] = flow_hash_pkt(p)
+            h = hb[j] >> t.shift
+            NKS_PREFETCH_LINE(&t.slots[h])
+            NKS_PREFETCH_LINE(&t.slots[(h + 1) & t.mask])
+            NKS_PREFETCH_LINE(&t.slots[(h + 2) & t.mask])
+        else:
+            hb[j] = 0
 
 
 cdef inline void _ann(fann_t* o, Py_ssize_t i, const sides_t* s, uint32_t peer,
@@ -319,12 +336,13 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
     flow's verdict (then they are counted under it) or the inspection budget runs out
     (then under their own tags); later packets take the verdict without tagging."""
     cdef Py_ssize_t i
-    cdef pkt_t ring[FLOW_RING]
-    cdef uint64_t hring[FLOW_RING]
+    cdef pkt_t blk[2][FLOW_BLOCK]
+    cdef uint64_t hb[2][FLOW_BLOCK]
     cdef pkt_t* p
     cdef sides_t s
     cdef fkey_t k
     cdef flow_t* f
+    cdef fside_t look
     cdef int d
     cdef bint created
     cdef uint32_t sni, wl, now
@@ -333,95 +351,130 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
     cdef const uint8_t* frame
     cdef ftab_t* t = c.t
     cdef agg_t* a = c.a
-    for i in range(FLOW_AHEAD if n > FLOW_AHEAD else n):
-        _decode_ahead(base, &r[i], &ring[i], t, &hring[i])
-    for i in range(n):
-        if i + FLOW_AHEAD < n:
-            if i + FLOW_AHEAD + PREFETCH_AHEAD < n:
-                NKS_PREFETCH(base + r[i + FLOW_AHEAD + PREFETCH_AHEAD].off)
-            _decode_ahead(base, &r[i + FLOW_AHEAD], &ring[(i + FLOW_AHEAD) & (FLOW_RING - 1)], t,
-                          &hring[(i + FLOW_AHEAD) & (FLOW_RING - 1)])
-        p = &ring[i & (FLOW_RING - 1)]
-        frame = base + r[i].off
-        wl = r[i].wirelen
-        _sides(p, c.w4, c.w6, c.p4, c.p6, &s)
-        agg_count_packet(a, wl, r[i].caplen, p.error, s.watch != 0)
-        if not flow_key(t, p, &k, hring[i & (FLOW_RING - 1)]):
+    cdef Py_ssize_t b0 = 0, nb0, j, m, nm
+    cdef int cur = 0
+    # Software pipelining by blocks of FLOW_BLOCK packets: while block k is
+    # processed, block k+1 is already decoded and hashed and its flow slots (the home
+    # slot and the next, for a displaced key) are on their way into cache.  One
+    # flow lookup is a random access into a table far bigger than the caches; the
+    # prefetches of a whole block overlap each other and the block in hand
+    # (docs/benchmarks.md, "flow state").
+    m = n if n < FLOW_BLOCK else FLOW_BLOCK
+    _decode_block(base, r, 0, m, n, blk[0], hb[0], t)
+    while b0 < n:
+        m = n - b0 if n - b0 < FLOW_BLOCK else FLOW_BLOCK
+        nb0 = b0 + m
+        if nb0 < n:
+            nm = n - nb0 if n - nb0 < FLOW_BLOCK else FLOW_BLOCK
+            _decode_block(base, r, nb0, nm, n, blk[cur ^ 1], hb[cur ^ 1], t)
+        for j in range(m):
+            i = b0 + j
+            p = &blk[cur][j]
+            frame = base + r[i].off
+            wl = r[i].wirelen
+            if not flow_key(t, p, &k, hb[cur][j]):
+                _sides(p, c.w4, c.w6, c.p4, c.p6, &s)
+                agg_count_packet(a, wl, r[i].caplen, p.error, s.watch != 0)
+                sni = 0
+                tag = tag_packet(rules, p, frame, s.peer, &sni)
+                agg_add(a, s.watch, s.direction, sni if sni != 0 else s.peer, tag, 1, wl, 0)
+                if ann != NULL:
+                    _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, 0)
+                continue
+            now = <uint32_t>(<uint64_t>r[i].ts_ns >> FLOW_TIME_SHIFT)
+            flow_note_time(t, now)
+            f = flow_lookup(c, &k, now, &d, &created)
+            if not created:
+                # an existing flow: idle too long, or a closed TCP flow reopened by a SYN
+                # (RFC 9293 s3.5: a new incarnation of the connection)
+                tf = p.tcp_flags if k.proto == 6 else 0
+                if _flow_expired(t, f, now):
+                    _flow_flush_pending(c, f)
+                    a.totals[TOT_FLOW_TIMEOUTS] += 1
+                    _flow_init(t, a, f, &k, now)
+                    d = 0
+                elif ((tf & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN and _flow_class(f) == FT_TCP_CLOSED):
+                    _flow_flush_pending(c, f)
+                    _flow_init(t, a, f, &k, now)
+                    d = 0
+            # An IPv4 flow's addresses were looked up at its first packet: derive
+            # this packet's sides from those answers (no table walk).
+            if k.v6 == 0:
+                if _fc_valid(f):
+                    _fc_get(f, &look)
+                else:
+                    _lookups(p, c.w4, c.w6, c.p4, c.p6, &look)
+                    if d == 1:          # store them in the initiator's order
+                        look.ws, look.wd = look.wd, look.ws
+                        look.ps, look.pd = look.pd, look.ps
+                    _fc_put(f, &look)
+                _sides_of(&look, d, &s)
+            else:
+                _sides(p, c.w4, c.w6, c.p4, c.p6, &s)
+            agg_count_packet(a, wl, r[i].caplen, p.error, s.watch != 0)
+            if <int32_t>(now - f.last) > 0:
+                f.last = now
+            if k.proto == 6:
+                tf = p.tcp_flags
+                if tf & TCPF_RST:
+                    f.state |= FL_RST
+                if tf & TCPF_FIN:
+                    f.state |= FL_FIN0 if d == 0 else FL_FIN1
+            if f.state & FL_STRONG:
+                agg_add(a, s.watch, s.direction, f.sni if f.sni != 0 else s.peer, f.tag, 1, wl, 0)
+                if ann != NULL:
+                    _ann(ann, i, &s, f.sni if f.sni != 0 else s.peer, f.tag, 0, t.ids[f - t.slots])
+                continue
             sni = 0
-            tag = tag_packet(rules, p, frame, s.peer, &sni)
-            agg_add(a, s.watch, s.direction, sni if sni != 0 else s.peer, tag, 1, wl, 0)
+            if f.state & FL_GAVEUP:
+                # No verdict: the flow's per-packet fallback (port / protocol / GRE /
+                # peer hint) is what its inspected packets of this direction got, and
+                # none of it depends on the payload -- except through an IP-in-IP
+                # tunnel, whose inner packets vary.  Payload signatures are no longer
+                # looked for (nDPI likewise stops at giving up).
+                if f.seen[d] != 0 and k.proto != 4 and k.proto != 41:
+                    tag = f.ftag[d]
+                else:
+                    tag = tag_packet(rules, p, frame, s.peer, &sni)
+                agg_add(a, s.watch, s.direction, sni if sni != 0 else s.peer, tag, 1, wl, 0)
+                if ann != NULL:
+                    _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, t.ids[f - t.slots])
+                continue
+            strong = 0
+            tag = tag_packet_ex(rules, p, frame, s.peer, &sni, &strong)
+            if <uint64_t>f.pbytes[d] + wl > 0xFFFFFFFFU:
+                # cannot hold it (a multi-GiB TSO frame): give up on this flow now
+                f.state |= FL_GAVEUP
+                _flow_emit(c, f, 0, f.ftag[0], 0, &s if d == 0 else NULL, False)
+                _flow_emit(c, f, 1, f.ftag[1], 0, &s if d == 1 else NULL, False)
+                agg_add(a, s.watch, s.direction, sni if sni != 0 else s.peer, tag, 1, wl, 0)
+                if ann != NULL:
+                    _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, t.ids[f - t.slots])
+                continue
             if ann != NULL:
-                _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, 0)
-            continue
-        now = <uint32_t>(<uint64_t>r[i].ts_ns >> FLOW_TIME_SHIFT)
-        flow_note_time(t, now)
-        f = flow_lookup(c, &k, now, &d, &created)
-        if not created:
-            # an existing flow: idle too long, or a closed TCP flow reopened by a SYN
-            # (RFC 9293 s3.5: a new incarnation of the connection)
-            tf = p.tcp_flags if k.proto == 6 else 0
-            if _flow_expired(t, f, now):
-                _flow_flush_pending(c, f)
-                a.totals[TOT_FLOW_TIMEOUTS] += 1
-                _flow_init(t, a, f, &k, now)
-                d = 0
-            elif ((tf & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN and _flow_class(f) == FT_TCP_CLOSED):
-                _flow_flush_pending(c, f)
-                _flow_init(t, a, f, &k, now)
-                d = 0
-        if <int32_t>(now - f.last) > 0:
-            f.last = now
-        if k.proto == 6:
-            tf = p.tcp_flags
-            if tf & TCPF_RST:
-                f.state |= FL_RST
-            if tf & TCPF_FIN:
-                f.state |= FL_FIN0 if d == 0 else FL_FIN1
-        if f.state & FL_STRONG:
-            agg_add(a, s.watch, s.direction, f.sni if f.sni != 0 else s.peer, f.tag, 1, wl, 0)
-            if ann != NULL:
-                _ann(ann, i, &s, f.sni if f.sni != 0 else s.peer, f.tag, 0, t.ids[f - t.slots])
-            continue
-        sni = 0
-        if f.state & FL_GAVEUP:
-            tag = tag_packet(rules, p, frame, s.peer, &sni)
-            agg_add(a, s.watch, s.direction, sni if sni != 0 else s.peer, tag, 1, wl, 0)
-            if ann != NULL:
-                _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, t.ids[f - t.slots])
-            continue
-        strong = 0
-        tag = tag_packet_ex(rules, p, frame, s.peer, &sni, &strong)
-        if <uint64_t>f.pbytes[d] + wl > 0xFFFFFFFFU:
-            # cannot hold it (a multi-GiB TSO frame): give up on this flow now
-            f.state |= FL_GAVEUP
-            _flow_emit(c, f, 0, f.ftag[0], 0, &s if d == 0 else NULL, False)
-            _flow_emit(c, f, 1, f.ftag[1], 0, &s if d == 1 else NULL, False)
-            agg_add(a, s.watch, s.direction, sni if sni != 0 else s.peer, tag, 1, wl, 0)
-            if ann != NULL:
-                _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, t.ids[f - t.slots])
-            continue
-        if ann != NULL:
-            _ann(ann, i, &s, s.peer, tag, 1, t.ids[f - t.slots])
-        f.pkts[d] += 1
-        f.pbytes[d] += wl
-        f.ftag[d] = tag
-        if f.seen[d] < 255:
-            f.seen[d] += 1
-        if strong:
-            f.tag = tag
-            f.sni = sni
-            f.state |= FL_STRONG
-            if ann != NULL:
-                _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, t.ids[f - t.slots])
-                ann.verdict_fid[i] = t.ids[f - t.slots]
-                ann.verdict_sni[i] = sni
-            _flow_emit(c, f, 0, tag, sni, &s if d == 0 else NULL, False)
-            _flow_emit(c, f, 1, tag, sni, &s if d == 1 else NULL, False)
-        elif ((f.seen[0] + <uint32_t>f.seen[1] >= 2 * t.inspect_packets)
-              or ((f.seen[0] >= t.inspect_packets or f.pbytes[0] >= t.inspect_bytes)
-                  and (f.seen[1] >= t.inspect_packets or f.pbytes[1] >= t.inspect_bytes))):
-            f.state |= FL_GAVEUP
-            if ann != NULL:
-                ann.pending[i] = 0
-            _flow_emit(c, f, 0, f.ftag[0], 0, &s if d == 0 else NULL, False)
-            _flow_emit(c, f, 1, f.ftag[1], 0, &s if d == 1 else NULL, False)
+                _ann(ann, i, &s, s.peer, tag, 1, t.ids[f - t.slots])
+            f.pkts[d] += 1
+            f.pbytes[d] += wl
+            f.ftag[d] = tag
+            if f.seen[d] < 255:
+                f.seen[d] += 1
+            if strong:
+                f.tag = tag
+                f.sni = sni
+                f.state |= FL_STRONG
+                if ann != NULL:
+                    _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, t.ids[f - t.slots])
+                    ann.verdict_fid[i] = t.ids[f - t.slots]
+                    ann.verdict_sni[i] = sni
+                _flow_emit(c, f, 0, tag, sni, &s if d == 0 else NULL, False)
+                _flow_emit(c, f, 1, tag, sni, &s if d == 1 else NULL, False)
+            elif ((f.seen[0] + <uint32_t>f.seen[1] >= 2 * t.inspect_packets)
+                  or ((f.seen[0] >= t.inspect_packets or f.pbytes[0] >= t.inspect_bytes)
+                      and (f.seen[1] >= t.inspect_packets or f.pbytes[1] >= t.inspect_bytes))):
+                f.state |= FL_GAVEUP
+                if ann != NULL:
+                    ann.pending[i] = 0
+                _flow_emit(c, f, 0, f.ftag[0], 0, &s if d == 0 else NULL, False)
+                _flow_emit(c, f, 1, f.ftag[1], 0, &s if d == 1 else NULL, False)
+        b0 = nb0
+        cur ^= 1
