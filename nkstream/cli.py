@@ -6,9 +6,18 @@ returning its parser and `run(args) -> int`.  Exit codes (DESIGN.md): 0 success,
 """
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
+
+# The command never multiplies matrices, but OpenBLAS (numpy's) starts a thread per
+# core at import and they spin after any BLAS call: on a sensor they would take
+# cycles from the workers, in `nkstream bench` from the measurement.  One thread,
+# unless the user asked for more; set before numpy is first imported (the
+# subcommands import it).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 # (subcommand, module) in the order `nkstream --help` lists them.
 COMMANDS = [
