@@ -292,9 +292,17 @@ cdef void _process_batch(const uint8_t* base, const rec_t* r, Py_ssize_t n,
         agg_add(a, s.watch, s.direction, s.peer, tag, 1, r[i].wirelen, 0)
 
 
+cdef inline void _lpm4_prefetch(const lpm4_t* t, uint32_t addr) noexcept nogil:
+    # Start the miss on the group entry an IPv4 lookup of addr will read after the
+    # first level (nothing when the first level answers).
+    cdef uint32_t e = t.tbl0[addr >> t.shift0]
+    if e & LPM_EXT:
+        NKS_PREFETCH_LINE(&t.tbl8[(<size_t>(e & LPM_IDX) << 8) | ((addr >> (t.shift0 - 8)) & 0xffu)])
+
+
 cdef inline void _decode_block(const uint8_t* base, const rec_t* r, Py_ssize_t b0,
                                Py_ssize_t m, Py_ssize_t n, pkt_t* blk, uint64_t* hb,
-                               const ftab_t* t) noexcept nogil:
+                               const ftab_t* t, const lpm4_t* p4) noexcept nogil:
     # Decode packets b0..b0+m-1, hash their flow keys (no IP header: 0) and start the
     # cache misses on their flow slots.
     cdef Py_ssize_t j, i
@@ -314,6 +322,12 @@ cdef inline void _decode_block(const uint8_t* base, const rec_t* r, Py_ssize_t b
             NKS_PREFETCH_LINE(&t.slots[h])
             NKS_PREFETCH_LINE(&t.slots[(h + 1) & t.mask])
             NKS_PREFETCH_LINE(&t.slots[(h + 2) & t.mask])
+            if p.ipver == 4 and p.proto == 6 and (p.tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN:
+                # a TCP SYN opens a flow, whose first packet looks both addresses up
+                # in the peer table: start those misses too (the watch table and the
+                # peer table's first level stay in cache; its groups do not)
+                _lpm4_prefetch(p4, p.src4)
+                _lpm4_prefetch(p4, p.dst4)
         else:
             hb[j] = 0
 
@@ -360,13 +374,13 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
     # prefetches of a whole block overlap each other and the block in hand
     # (docs/benchmarks.md, "flow state").
     m = n if n < FLOW_BLOCK else FLOW_BLOCK
-    _decode_block(base, r, 0, m, n, blk[0], hb[0], t)
+    _decode_block(base, r, 0, m, n, blk[0], hb[0], t, c.p4)
     while b0 < n:
         m = n - b0 if n - b0 < FLOW_BLOCK else FLOW_BLOCK
         nb0 = b0 + m
         if nb0 < n:
             nm = n - nb0 if n - nb0 < FLOW_BLOCK else FLOW_BLOCK
-            _decode_block(base, r, nb0, nm, n, blk[cur ^ 1], hb[cur ^ 1], t)
+            _decode_block(base, r, nb0, nm, n, blk[cur ^ 1], hb[cur ^ 1], t, c.p4)
         for j in range(m):
             i = b0 + j
             p = &blk[cur][j]
