@@ -190,6 +190,32 @@ def warm(path):
             pass
 
 
+def page_cache_mapping(path):
+    """How this process maps `path` now (Linux /proc/self/smaps): {"rss_kb",
+    "pmd_mapped_kb"} summed over its mappings, or None (not mapped, no smaps).
+
+    A capture whose page cache is in large folios (a file read sequentially on a
+    recent kernel) is mapped 2 MiB at a time (FilePmdMapped); one cached in 4 KiB
+    pages (written in small pieces, or partly evicted and read back) costs the
+    walker a page-table entry per 4 KiB, which shows as a slower `read` stage."""
+    real = os.path.realpath(path)
+    try:
+        with open("/proc/self/smaps") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    out = {"rss_kb": 0, "pmd_mapped_kb": 0}
+    inside = found = False
+    for line in lines:
+        head = line.split(None, 5)
+        if len(head) >= 5 and "-" in head[0] and ":" not in head[0]:
+            inside = len(head) == 6 and head[5] == real
+            found = found or inside
+        elif inside and head and head[0] in ("Rss:", "FilePmdMapped:"):
+            out["rss_kb" if head[0] == "Rss:" else "pmd_mapped_kb"] += int(head[1])
+    return out if found else None
+
+
 def capture_stats(path):
     from .capture import open_capture
 
@@ -201,9 +227,11 @@ def capture_stats(path):
             wire += int(r["wirelen"].sum(dtype=np.uint64))
             cap_ += int(r["caplen"].sum(dtype=np.uint64))
         fmt = cap.format
+        mapping = page_cache_mapping(path)      # while the walk's mapping is live
     return {"packets": n, "wire_bytes": wire, "captured_bytes": cap_, "format": fmt,
             "file_bytes": os.path.getsize(path),
-            "mean_wire_bytes": (wire / n) if n else 0.0}
+            "mean_wire_bytes": (wire / n) if n else 0.0,
+            "page_cache": mapping}
 
 
 # ------------------------------------------------------------------ stages
@@ -688,6 +716,13 @@ def render(result):
            else t["path"])
     lines.append(f"traffic: {src}: {t['packets']:,} packets, {t['wire_bytes'] / 1e6:,.1f} MB on the wire, "
                  f"mean {t['mean_wire_bytes']:.0f} B/packet")
+    pc = t.get("page_cache")
+    if pc and pc["rss_kb"]:
+        share = pc["pmd_mapped_kb"] / pc["rss_kb"]
+        lines.append(f"         page cache: {share:.0%} of the mapped capture in 2 MiB mappings"
+                     + ("" if share >= 0.9 else
+                        " (the rest in 4 KiB pages slows `read`: docs/benchmarks.md, "
+                        "\"Page cache\")"))
     sh = t.get("shares")
     if sh:
         lines.append(f"         watched {sh['watched']:.1%}, peer matched {sh['peer_matched']:.1%}, "

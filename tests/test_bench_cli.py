@@ -77,6 +77,27 @@ def test_json_has_every_stage_and_the_configuration():
         assert c["flow_capacity"] > 0 and c["flow_memory_bytes"] >= 64 * c["flow_capacity"]
         assert 100 < sh["flows"] < 20000
     assert r["command"].startswith("nkstream bench -n 20000")
+    # how the capture was mapped while it was walked (Linux smaps)
+    pc = r["traffic"]["page_cache"]
+    assert pc is not None and pc["rss_kb"] > 0 and 0 <= pc["pmd_mapped_kb"] <= pc["rss_kb"]
+
+
+def test_page_cache_mapping_reads_this_process_mappings(capture, tmp_path):
+    from nkstream.bench import page_cache_mapping
+
+    assert page_cache_mapping(capture) is None          # not mapped now
+    size = os.path.getsize(capture)
+    with open_capture(capture) as cap:
+        # the walk maps and touches it all (no batch kept: the mapping can close)
+        assert sum(len(b.recs) for b in cap) == 30000
+        pc = page_cache_mapping(capture)
+        # the whole file is resident in this mapping (rounded up to pages)
+        assert pc is not None and size / 1024 <= pc["rss_kb"] <= size / 1024 + 8
+        assert 0 <= pc["pmd_mapped_kb"] <= pc["rss_kb"]
+        other = tmp_path / "other.pcap"
+        other.write_bytes(b"")
+        assert page_cache_mapping(other) is None
+    assert page_cache_mapping(capture) is None
 
 
 def test_stage_selection_and_text_output(capture):
