@@ -216,6 +216,33 @@ def page_cache_mapping(path):
     return out if found else None
 
 
+def huge_page_share(address, length):
+    """Share of the memory [address, address + length) that the kernel backs with
+    transparent huge pages now (AnonHugePages of the mappings that hold it, from
+    /proc/self/smaps), or None where smaps cannot be read.  The flow table asks for
+    huge pages (MADV_HUGEPAGE); when memory is fragmented it may get 4 KiB pages, and
+    every flow lookup then adds a TLB miss."""
+    try:
+        with open("/proc/self/smaps") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    end = address + length
+    huge = 0
+    inside = False
+    for line in lines:
+        head = line.split(None, 1)
+        if head and "-" in head[0] and ":" not in head[0]:
+            lo, _, hi = head[0].partition("-")
+            try:
+                inside = int(lo, 16) < end and int(hi, 16) > address
+            except ValueError:
+                inside = False
+        elif inside and head and head[0] == "AnonHugePages:":
+            huge += int(head[1].split()[0]) * 1024
+    return min(huge, length) / length if length else None
+
+
 def capture_stats(path):
     from .capture import open_capture
 

@@ -257,3 +257,14 @@ def test_flow_partition_keeps_flows_together(batches):
             assert sizes.min() > 30000 / nparts / 3
     with pytest.raises(ValueError):
         _core.flow_partition(batches[0][0], batches[0][1], 0)
+
+
+def test_huge_page_share_of_the_flow_table():
+    from nkstream.bench import huge_page_share
+
+    ft = _core.FlowTable(1 << 16)                       # 4 MiB of slots, madvised
+    n = ft.capacity * _core.FLOW_ENTRY_BYTES
+    share = huge_page_share(ft.slots_address, n)
+    assert share is not None and 0.0 <= share <= 1.0
+    # an address range no mapping holds
+    assert huge_page_share(4096, 4096) == 0.0

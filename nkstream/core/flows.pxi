@@ -325,9 +325,20 @@ cdef inline uint64_t _side_hash(const uint8_t* addr, uint16_t port) noexcept nog
 cdef inline uint64_t flow_hash(const uint8_t* a, uint16_t pa, const uint8_t* b,
                                uint16_t pb, uint32_t id, uint8_t proto,
                                uint8_t v6) noexcept nogil:
-    # Symmetric in the two sides (a sum and a xor of the per-side hashes), so both
-    # directions of a flow hash to the same home slot.
-    cdef uint64_t x = _side_hash(a, pa), y = _side_hash(b, pb)
+    # Symmetric in the two sides, so both directions of a flow hash to the same home
+    # slot.  IPv4 (the common case, cheap): each side is 48 bits (address, port); the
+    # pair is put in order and mixed once.  IPv6: a sum and a xor of the per-side
+    # hashes.  MurmurHash3's finaliser spreads every input bit over the result.
+    cdef uint64_t x, y
+    if v6 == 0:
+        x = (<uint64_t>_ld32(a) << 16) | pa
+        y = (<uint64_t>_ld32(b) << 16) | pb
+        if x > y:
+            x, y = y, x
+        return _fmix64((x * <uint64_t>0x9E3779B97F4A7C15ULL) ^ y
+                       ^ (((<uint64_t>id << 16) | (<uint64_t>proto << 8)) * <uint64_t>0xC2B2AE3D27D4EB4FULL))
+    x = _side_hash(a, pa)
+    y = _side_hash(b, pb)
     return _fmix64((x + y) ^ ((x ^ y) * <uint64_t>0xD6E8FEB86659FD93ULL)
                    ^ ((<uint64_t>id << 16) | (<uint64_t>proto << 8) | v6))
 
@@ -337,20 +348,11 @@ cdef inline bint _port_proto(uint8_t proto) noexcept nogil:
 
 
 cdef inline uint64_t _flow_home(const ftab_t* t, const flow_t* f) noexcept nogil:
+    # (an IPv4 key hashes its first 4 address bytes only: the rest of a[] and b[]
+    # holds the cached lookups)
     cdef uint64_t h
-    cdef uint8_t za[16]
-    cdef uint8_t zb[16]
     cdef const uint8_t* a = f.a
     cdef const uint8_t* b = f.b
-    if (f.state & FL_V6) == 0:
-        # an IPv4 key is its 4 address bytes, zero-padded as in pkt_t (the rest of
-        # a[] and b[] holds the cached lookups)
-        memset(za, 0, 16)
-        memset(zb, 0, 16)
-        memcpy(za, f.a, 4)
-        memcpy(zb, f.b, 4)
-        a = za
-        b = zb
     if _port_proto(f.proto):
         h = flow_hash(a, <uint16_t>(f.ports >> 16), b, <uint16_t>(f.ports & 0xFFFF),
                       0, f.proto, f.state & FL_V6)
@@ -769,6 +771,12 @@ cdef class FlowTable:
     @property
     def capacity(self):
         return self.t.capacity
+
+    @property
+    def slots_address(self):
+        """Address of the slot array (to find its mapping in /proc/self/smaps: whether
+        the kernel backed it with huge pages, nkstream.bench.huge_page_share)."""
+        return <uintptr_t>self.t.slots
 
     @property
     def memory_bytes(self):
