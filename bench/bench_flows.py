@@ -15,7 +15,7 @@ Reported: ns/packet of `process()` with flows off and on (best of --repeat, proc
 CPU time), the throughput ratio, the time of the window close (`close_window()`, a
 full pass over the table, once per snapshot window), the flow table's fixed memory
 and how much of it the kernel backed with huge pages (a table on 4 KiB pages adds a
-TLB miss to every lookup: at 1M flows that is ~10 ns/packet here), and the process's
+TLB miss to every lookup), and the process's
 peak RSS (which includes the batches held in memory).  Speed is reported,
 never asserted.
 """
