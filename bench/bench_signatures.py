@@ -15,6 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from conftest import corpus_captures  # noqa: E402
+from label_table import LabelTable  # noqa: E402
 from tshark_packets import packets  # noqa: E402
 
 from nkstream._core import tag_columns  # noqa: E402
@@ -23,16 +24,6 @@ from nkstream.signatures_reference import ReferenceTagger  # noqa: E402
 
 PF_PROTO, PF_PORTS, PF_GRE, PF_PAYLOAD = 0x02, 0x04, 0x20, 0x80
 REPEAT = 40
-
-
-class LabelTable:
-    def __init__(self):
-        self.labels = [None]
-
-    def label_id(self, name):
-        if name not in self.labels:
-            self.labels.append(name)
-        return self.labels.index(name)
 
 
 @pytest.fixture(scope="module")

@@ -1,29 +1,13 @@
-"""tag_frame: the tagger behind the real decoder (decode_packet), held against the
-tagger fed with tshark's reading of the same packets, on every corpus packet.
-
-tag_frame lives in nkstream/core/rules_frame.pxi, which the spine includes once the
-decoder (decode.pxi) and the rules (rules.pxi) are both merged."""
-import pytest
-
+"""tag_frame (nkstream/core/rules_frame.pxi): the tagger behind the real decoder
+(decode_packet), held against the tagger fed with tshark's reading of the same
+packets, on every corpus packet."""
 from nkstream import _core
 from nkstream.rules import Rules
 
 from conftest import corpus_captures
+from label_table import LabelTable
 from tiny_pcap import frames
 from tshark_packets import packets
-
-pytestmark = pytest.mark.skipif(not hasattr(_core, "tag_frame"),
-                                reason="rules_frame.pxi is not in the spine yet (needs decode.pxi)")
-
-
-class LabelTable:
-    def __init__(self):
-        self.labels = [None]
-
-    def label_id(self, name):
-        if name not in self.labels:
-            self.labels.append(name)
-        return self.labels.index(name)
 
 
 def test_tag_frame_equals_tagging_tshark_fields(corpus_dir):

@@ -63,8 +63,9 @@ def sample_frames(total, n):
     return sorted({1 + (i * total) // n for i in range(n)})
 
 
-def tshark_rows(path, frames=None):
-    """{frame number: {field: [values]}} from one tshark run."""
+def tshark_rows(path, frames=None, timeout=None):
+    """{frame number: {field: [values]}} from one tshark run (all frames, or the
+    frame numbers given).  RuntimeError when tshark is missing or cannot read it."""
     tshark = shutil.which("tshark")
     if tshark is None:
         raise RuntimeError("tshark not found (Debian package tshark)")
@@ -74,7 +75,7 @@ def tshark_rows(path, frames=None):
         cmd += ["-Y", "frame.number in {%s}" % ",".join(map(str, frames))]
     for f in FIELDS:
         cmd += ["-e", f]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if res.returncode != 0:
         msg = " ".join(line.strip() for line in res.stderr.splitlines()
                        if line.strip() and "Running as user" not in line)
@@ -128,7 +129,6 @@ def nkstream_views(path, frames):
     from nkstream import _core
     from nkstream.capture import open_capture
 
-    PF = _core.DECODE_FLAGS
     wanted = set(frames)
     views = {}
     seen = 0
@@ -140,16 +140,21 @@ def nkstream_views(path, frames):
                 sub = recs[idx]
                 cols = _core.decode_columns(data, sub)
                 for j, i in enumerate(idx):
-                    views[seen + i + 1] = _view(cols, j, PF, _core.MAX_VLAN_IDS)
+                    views[seen + i + 1] = decode_view(cols, j)
             seen += n
     return views, seen
 
 
-def _view(cols, i, PF, max_vlans):
+def decode_view(cols, i):
+    """{src, dst, proto, ports, vlan} of packet i of `_core.decode_columns` output,
+    in wireshark_view's terms."""
+    from nkstream import _core
+
+    PF = _core.DECODE_FLAGS
     fl = int(cols["flags"][i])
     nv = int(cols["nvlan"][i])
     view = dict(src=None, dst=None, proto=None, ports=None,
-                vlan=[int(v) for v in cols["vlan"][i][:min(nv, max_vlans)]])
+                vlan=[int(v) for v in cols["vlan"][i][:min(nv, _core.MAX_VLAN_IDS)]])
     if not fl & PF["PF_IP"]:
         return view
     raw_s, raw_d = bytes(cols["src"][i]), bytes(cols["dst"][i])
