@@ -561,41 +561,36 @@ def run_compare(path, clf, cfg_path, stats, nk_pps, repeat, workdir, progress=No
         return prefixes[k]
 
     reps = max(1, min(repeat, 3))
-    # tcpdump: libpcap reading and rewriting every record, no dissection
-    if which("tcpdump"):
+
+    def external(exe, title, args, subset=None, why="not found on PATH"):
+        # One installed tool on the whole capture (best of `reps`) or on a prefix of
+        # `subset` packets (once); a missing one is listed with `why`.
+        if not which(exe):
+            missing.append({"name": exe, "why": why})
+            return None, None
         if progress:
-            progress("compare: tcpdump")
-        cmd = [which("tcpdump"), "-r", path, "-w", "/dev/null"]
-        secs, p = _timed(cmd, reps, env)
-        tools.append(_tool_result("tcpdump -r F -w /dev/null", cmd, n, secs, p, False))
-    else:
-        missing.append({"name": "tcpdump", "why": "not found on PATH"})
-    # tshark: Wireshark's dissectors, protocol hierarchy statistics
-    if which("tshark"):
-        if progress:
-            progress("compare: tshark")
-        f, k = prefix(SUBSET["tshark"])
-        cmd = [which("tshark"), "-r", f, "-q", "-z", "io,phs"]
-        secs, p = _timed(cmd, 1, env)
-        tools.append(_tool_result("tshark -q -z io,phs", cmd, k, secs, p, k < n))
-    else:
-        missing.append({"name": "tshark", "why": "not found on PATH"})
-    # ndpiReader: nDPI's flow classifier
-    if which("ndpiReader"):
-        if progress:
-            progress("compare: ndpiReader")
-        f, k = prefix(SUBSET["ndpiReader"])
-        cmd = [which("ndpiReader"), "-i", f]
-        secs, p = _timed(cmd, 1, env)
-        r = _tool_result("ndpiReader -i F (nDPI)", cmd, k, secs, p, k < n)
+            progress(f"compare: {exe}")
+        f, k = (path, n) if subset is None else prefix(subset)
+        cmd = [which(exe), *args(f)]
+        secs, p = _timed(cmd, reps if subset is None else 1, env)
+        r = _tool_result(title, cmd, k, secs, p, k < n)
         tools.append(r)
+        return r, p
+
+    # tcpdump: libpcap reading and rewriting every record, no dissection
+    external("tcpdump", "tcpdump -r F -w /dev/null", lambda f: ["-r", f, "-w", "/dev/null"])
+    # tshark: Wireshark's dissectors, protocol hierarchy statistics
+    external("tshark", "tshark -q -z io,phs", lambda f: ["-r", f, "-q", "-z", "io,phs"],
+             subset=SUBSET["tshark"])
+    # ndpiReader: nDPI's flow classifier
+    r, p = external("ndpiReader", "ndpiReader -i F (nDPI)", lambda f: ["-i", f],
+                    subset=SUBSET["ndpiReader"], why="not found on PATH (Debian: libndpi-bin)")
+    if r is not None and "error" not in r:
         import re
 
         m = re.search(rb"of\s+(\d+)\s+packets total", p.stdout or b"")
-        if m and "error" not in r:
+        if m:
             r["packets_reported"] = int(m.group(1))
-    else:
-        missing.append({"name": "ndpiReader", "why": "not found on PATH (Debian: libndpi-bin)"})
     # dpkt + pytricia: the Python script a user would write
     gone = bench_baseline.missing()
     if not gone:
