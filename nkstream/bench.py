@@ -190,57 +190,55 @@ def warm(path):
             pass
 
 
+def _smaps():
+    """[(start, end, path or "", {field: kB})] of this process's mappings
+    (/proc/self/smaps), or None where it cannot be read."""
+    try:
+        with open("/proc/self/smaps") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    maps = []
+    for line in lines:
+        head = line.split(None, 5)
+        if len(head) >= 5 and "-" in head[0] and ":" not in head[0]:
+            lo, _, hi = head[0].partition("-")
+            maps.append((int(lo, 16), int(hi, 16), head[5] if len(head) == 6 else "", {}))
+        elif maps and len(head) >= 2 and head[0].endswith(":") and head[1].isdigit():
+            maps[-1][3][head[0][:-1]] = int(head[1])
+    return maps
+
+
 def page_cache_mapping(path):
-    """How this process maps `path` now (Linux /proc/self/smaps): {"rss_kb",
-    "pmd_mapped_kb"} summed over its mappings, or None (not mapped, no smaps).
+    """How this process maps `path` now: {"rss_kb", "pmd_mapped_kb"} summed over its
+    mappings, or None (not mapped, no smaps).
 
     A capture whose page cache is in large folios (a file read sequentially on a
     recent kernel) is mapped 2 MiB at a time (FilePmdMapped); one cached in 4 KiB
     pages (written in small pieces, or partly evicted and read back) costs the
     walker a page-table entry per 4 KiB, which shows as a slower `read` stage."""
+    maps = _smaps()
     real = os.path.realpath(path)
-    try:
-        with open("/proc/self/smaps") as f:
-            lines = f.read().splitlines()
-    except OSError:
+    mine = [m[3] for m in maps or () if m[2] == real]
+    if not mine:
         return None
-    out = {"rss_kb": 0, "pmd_mapped_kb": 0}
-    inside = found = False
-    for line in lines:
-        head = line.split(None, 5)
-        if len(head) >= 5 and "-" in head[0] and ":" not in head[0]:
-            inside = len(head) == 6 and head[5] == real
-            found = found or inside
-        elif inside and head and head[0] in ("Rss:", "FilePmdMapped:"):
-            out["rss_kb" if head[0] == "Rss:" else "pmd_mapped_kb"] += int(head[1])
-    return out if found else None
+    return {"rss_kb": sum(m.get("Rss", 0) for m in mine),
+            "pmd_mapped_kb": sum(m.get("FilePmdMapped", 0) for m in mine)}
 
 
 def huge_page_share(address, length):
     """Share of the memory [address, address + length) that the kernel backs with
-    transparent huge pages now (AnonHugePages of the mappings that hold it, from
-    /proc/self/smaps), or None where smaps cannot be read.  The flow table asks for
-    huge pages (MADV_HUGEPAGE); when memory is fragmented it may get 4 KiB pages, and
-    every flow lookup then adds a TLB miss."""
-    try:
-        with open("/proc/self/smaps") as f:
-            lines = f.read().splitlines()
-    except OSError:
+    transparent huge pages now (AnonHugePages of the mappings that hold it), or None
+    where smaps cannot be read.  The flow table asks for huge pages (MADV_HUGEPAGE);
+    when memory is fragmented it may get 4 KiB pages, and every flow lookup then adds
+    a TLB miss."""
+    maps = _smaps()
+    if maps is None or not length:
         return None
     end = address + length
-    huge = 0
-    inside = False
-    for line in lines:
-        head = line.split(None, 1)
-        if head and "-" in head[0] and ":" not in head[0]:
-            lo, _, hi = head[0].partition("-")
-            try:
-                inside = int(lo, 16) < end and int(hi, 16) > address
-            except ValueError:
-                inside = False
-        elif inside and head and head[0] == "AnonHugePages:":
-            huge += int(head[1].split()[0]) * 1024
-    return min(huge, length) / length if length else None
+    huge = sum(m[3].get("AnonHugePages", 0) * 1024 for m in maps
+               if m[0] < end and m[1] > address)
+    return min(huge, length) / length
 
 
 def capture_stats(path):

@@ -3,8 +3,8 @@
 # `nkstream bench` reports what each stage of the per-packet path costs: read,
 # decode, +LPM, +tags, +flows, +aggregate, each measured cumulatively (a stage's run
 # does every stage before it too).  These loops stop after a given stage and call the
-# very inline functions `_process_batch` (pipeline.pxi) calls -- decode_packet,
-# restore_vlan, _sides (the watch/peer lookups), tag_packet -- in the same order with
+# very inline functions `_process_batch` (pipeline.pxi) calls -- decode_record,
+# _sides (the watch/peer lookups), tag_packet -- in the same order with
 # the same prefetching, so the difference between two stages is the cost of the stage
 # the pipeline pays, not that of a look-alike.  The last stage is _process_batch
 # itself.  Each loop folds its results into a checksum it returns, so that the C
@@ -42,9 +42,7 @@ cdef uint64_t _bench_loop(const uint8_t* base, const rec_t* r, Py_ssize_t n,
         if i + PREFETCH_AHEAD < n:
             NKS_PREFETCH(base + r[i + PREFETCH_AHEAD].off)
         frame = base + r[i].off
-        err = decode_packet(frame, r[i].caplen, r[i].linktype, &pkt)
-        if r[i].vlan_tpid != 0:
-            restore_vlan(&r[i], &pkt)
+        err = decode_record(base, &r[i], &pkt)
         if upto < BENCH_STAGE_LPM:
             sink += <uint64_t>err + pkt.ipver + pkt.sport + pkt.dport + pkt.src4 + pkt.dst4
             continue

@@ -682,6 +682,16 @@ cdef inline void restore_vlan(const rec_t* r, pkt_t* p) noexcept nogil:
         p.nvlan += 1
 
 
+cdef inline uint16_t decode_record(const uint8_t* base, const rec_t* r,
+                                   pkt_t* out) noexcept nogil:
+    """decode_packet() of one batch record (its frame at base + r.off), with the VLAN
+    tag AF_PACKET stripped put back; returns out.error."""
+    decode_packet(base + r.off, r.caplen, r.linktype, out)
+    if r.vlan_tpid != 0:
+        restore_vlan(r, out)
+    return out.error
+
+
 # ---------------------------------------------------------------- Python interface
 
 cdef int check_recs(object recs, Py_ssize_t nbytes) except -1:
@@ -753,8 +763,7 @@ def decode_columns(const uint8_t[::1] data, recs):
         for i in range(n):
             if i + PREFETCH_AHEAD < n:
                 NKS_PREFETCH(base + r[i + PREFETCH_AHEAD].off)
-            decode_packet(base + r[i].off, r[i].caplen, r[i].linktype, &p)
-            restore_vlan(&r[i], &p)
+            decode_record(base, &r[i], &p)
             c_error[i] = p.error
             c_ipver[i] = p.ipver
             c_proto[i] = p.proto

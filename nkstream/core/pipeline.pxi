@@ -233,9 +233,7 @@ cdef class Classifier:
         with nogil:
             for i in range(n):
                 frame = base + r[i].off
-                decode_packet(frame, r[i].caplen, r[i].linktype, &pkt)
-                if r[i].vlan_tpid != 0:
-                    restore_vlan(&r[i], &pkt)
+                decode_record(base, &r[i], &pkt)
                 if pkt.ipver == 4:
                     ws[i] = lpm4_lookup(w4, pkt.src4)
                     wd[i] = lpm4_lookup(w4, pkt.dst4)
@@ -280,9 +278,7 @@ cdef void _process_batch(const uint8_t* base, const rec_t* r, Py_ssize_t n,
             # frames are far apart in the buffer: start their cache misses early
             NKS_PREFETCH(base + r[i + PREFETCH_AHEAD].off)
         frame = base + r[i].off
-        err = decode_packet(frame, r[i].caplen, r[i].linktype, &pkt)
-        if r[i].vlan_tpid != 0:
-            restore_vlan(&r[i], &pkt)
+        err = decode_record(base, &r[i], &pkt)
         _sides(&pkt, w4, w6, p4, p6, &s)
         agg_count_packet(a, r[i].wirelen, r[i].caplen, err, s.watch != 0)
         sni = 0
@@ -313,9 +309,7 @@ cdef inline void _decode_block(const uint8_t* base, const rec_t* r, Py_ssize_t b
         if i + PREFETCH_AHEAD < n:
             NKS_PREFETCH(base + r[i + PREFETCH_AHEAD].off)
         p = &blk[j]
-        decode_packet(base + r[i].off, r[i].caplen, r[i].linktype, p)
-        if r[i].vlan_tpid != 0:
-            restore_vlan(&r[i], p)
+        decode_record(base, &r[i], p)
         if p.flags & PF_IP:
             hb[j] = flow_hash_pkt(p)
             h = hb[j] >> t.shift
@@ -369,10 +363,10 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
     cdef int cur = 0
     # Software pipelining by blocks of FLOW_BLOCK packets: while block k is
     # processed, block k+1 is already decoded and hashed and its flow slots (the home
-    # slot and the next, for a displaced key) are on their way into cache.  One
-    # flow lookup is a random access into a table far bigger than the caches; the
-    # prefetches of a whole block overlap each other and the block in hand
-    # (docs/benchmarks.md, "flow state").
+    # slot and the two after it, for a displaced key or a new flow's free slot) are
+    # on their way into cache.  One flow lookup is a random access into a table far
+    # bigger than the caches; the prefetches of a whole block overlap each other and
+    # the block in hand (docs/flows.md, "Cost").
     m = n if n < FLOW_BLOCK else FLOW_BLOCK
     _decode_block(base, r, 0, m, n, blk[0], hb[0], t, c.p4)
     while b0 < n:
