@@ -193,7 +193,7 @@ cdef class Counters:
         self.a = <agg_t*>calloc(1, sizeof(agg_t))
         if self.a == NULL:
             raise MemoryError("counters: cannot allocate the table header")
-        self.a.slots = <agg_entry_t*>calloc(cap, sizeof(agg_entry_t))
+        self.a.slots = <agg_entry_t*>nks_table_alloc(cap * sizeof(agg_entry_t))
         if self.a.slots == NULL:
             free(self.a)
             self.a = NULL

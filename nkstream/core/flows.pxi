@@ -31,13 +31,6 @@ cdef extern from *:
     """
     void NKS_PREFETCH_LINE(const void* p) noexcept nogil
 
-cdef extern from "<stdlib.h>" nogil:
-    int posix_memalign(void** memptr, size_t alignment, size_t size)
-
-cdef extern from "<sys/mman.h>" nogil:
-    int madvise(void* addr, size_t length, int advice)
-    int MADV_HUGEPAGE
-
 cdef enum:
     FLOW_PROBE_MAX = 32       # slots a key may be displaced by (the eviction window)
     FLOW_TIME_SHIFT = 20      # time unit: 2**20 ns
@@ -700,7 +693,6 @@ cdef class FlowTable:
                   inspect_bytes=FLOW_DEFAULTS["inspect_bytes"]):
         cdef uint64_t cap = 16
         cdef uint32_t bits = 4
-        cdef void* mem = NULL
         capacity = int(capacity)
         if capacity < 16 or capacity > (1 << 30):
             raise ValueError(f"flows: capacity {capacity} out of range [16, 2**30]")
@@ -718,14 +710,11 @@ cdef class FlowTable:
         self.t = <ftab_t*>calloc(1, sizeof(ftab_t))
         if self.t == NULL:
             raise MemoryError("flows: cannot allocate the table header")
-        # 2 MiB-aligned and, where the kernel allows (THP "madvise" mode), on huge
-        # pages: a flow lookup is a random access into the table, and 4 KiB pages
-        # would make most of them a TLB miss as well as a cache miss.
-        if posix_memalign(&mem, 1 << 21, cap * sizeof(flow_t)) != 0:
-            mem = NULL
-        self.t.slots = <flow_t*>mem
-        if mem != NULL and cap * sizeof(flow_t) >= (1 << 21):
-            madvise(mem, cap * sizeof(flow_t), MADV_HUGEPAGE)  # advisory: errors ignored
+        # On huge pages where the kernel allows (nks_table_alloc): a flow lookup is
+        # a random access into the table, and 4 KiB pages would make most of them a
+        # TLB miss as well as a cache miss.  Zeroed, every page touched: the bound
+        # is resident from the start.
+        self.t.slots = <flow_t*>nks_table_alloc(cap * sizeof(flow_t))
         self.t.frags = <fragent_t*>calloc(FRAG_SLOTS, sizeof(fragent_t))
         if self.t.slots == NULL or self.t.frags == NULL:
             free(self.t.slots)
@@ -733,10 +722,6 @@ cdef class FlowTable:
             free(self.t)
             self.t = NULL
             raise MemoryError(f"flows: cannot allocate {cap} slots ({cap * sizeof(flow_t)} bytes)")
-        # Touch every page now: the bound is resident from the start, and the page
-        # faults are paid here rather than by the first packets of each slot.
-        with nogil:
-            memset(self.t.slots, 0, cap * sizeof(flow_t))
         self.t.capacity = cap
         self.t.probe = <uint32_t>min(<uint64_t>FLOW_PROBE_MAX, cap)
         self.t.mask = cap - 1

@@ -221,10 +221,13 @@ cdef int _lpm_build(lpm_trie_t* t, const uint8_t* keys, Py_ssize_t keylen,
             depth += 8
     free(order)
     t.nprefixes = <uint32_t>n
-    # Give back the unused tail of the geometric growth.
-    if t.ngroups and t.ngroups < t.cap_groups:
-        tab = <uint32_t*>realloc(t.tbl8, <size_t>t.ngroups * 256 * 4)
+    # Give back the unused tail of the geometric growth, into memory on huge pages
+    # where the groups span one (nks_table_alloc: lookups land on random groups).
+    if t.ngroups and t.ngroups < t.cap_groups or <size_t>t.ngroups * 1024 >= (1 << 21):
+        tab = <uint32_t*>nks_table_alloc(<size_t>t.ngroups * 256 * 4)
         if tab != NULL:
+            memcpy(tab, t.tbl8, <size_t>t.ngroups * 256 * 4)
+            free(t.tbl8)
             t.tbl8 = tab
             t.cap_groups = t.ngroups
     return 0
@@ -236,7 +239,7 @@ cdef lpm_trie_t* _lpm_alloc(uint32_t stride0, uint32_t shift0) except NULL:
         raise MemoryError("LPM table")
     t.stride0 = stride0
     t.shift0 = shift0
-    t.tbl0 = <uint32_t*>calloc(<size_t>1 << stride0, 4)
+    t.tbl0 = <uint32_t*>nks_table_alloc((<size_t>1 << stride0) * 4)
     if t.tbl0 == NULL:
         free(t)
         raise MemoryError("LPM first level")

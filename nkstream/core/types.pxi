@@ -23,6 +23,35 @@ REC_DTYPE = np.dtype([
 ])
 assert REC_DTYPE.itemsize == sizeof(rec_t)
 
+# Memory for the tables a packet reads at a random place (prefix-table groups,
+# counters, flow slots).  With 4 KiB pages a random access into a table of several
+# MiB is a TLB miss as well as a cache miss (a first-level DTLB holds 64-72 pages,
+# 256-288 KiB); a table that spans 2 MiB is therefore 2 MiB-aligned and advised onto
+# transparent huge pages (madvise(2) MADV_HUGEPAGE: used in THP "madvise" mode, a
+# no-op under "never", redundant under "always").  Smaller tables come from calloc.
+# Zeroed (every page touched now, so the memory bound is resident from the start and
+# page faults are not paid by the first packets).  Free with free().
+cdef extern from *:
+    """
+    #include <stdlib.h>
+    #include <string.h>
+    #include <sys/mman.h>
+    #define NKS_HUGE_PAGE ((size_t)1 << 21)
+    static void* nks_table_alloc(size_t n) {
+        void* p = NULL;
+        if (n < NKS_HUGE_PAGE)
+            return calloc(n ? n : 1, 1);
+        if (posix_memalign(&p, NKS_HUGE_PAGE, n) != 0)
+            return NULL;
+    #ifdef MADV_HUGEPAGE
+        (void)madvise(p, n, MADV_HUGEPAGE);   /* advisory: errors ignored */
+    #endif
+        memset(p, 0, n);
+        return p;
+    }
+    """
+    void* nks_table_alloc(size_t n) noexcept nogil
+
 # LINKTYPE_* values (https://www.tcpdump.org/linktypes.html)
 cdef enum:
     LT_NULL = 0
