@@ -159,6 +159,12 @@ def test_compiled_tables_are_bucketed():
     # pattern starts later), never the whole list
     assert max(sizes) < core.n_signatures
     assert sizes[0x16] < core.n_signatures // 2
+    # and per transport: a TCP payload never walks the UDP-only signatures (QUIC,
+    # DNS, WireGuard...) nor a UDP payload the TCP-only ones
+    tcp, udp = core.bucket_sizes(6), core.bucket_sizes(17)
+    assert all(t <= m and u <= m for t, u, m in zip(tcp, udp, sizes))
+    assert sum(tcp) < sum(sizes) and sum(udp) < sum(sizes)
+    assert core.bucket_sizes(132) == core.bucket_sizes(47)    # both "other"
 
 
 # --------------------------------------------------------------- validation

@@ -658,7 +658,7 @@ cdef uint16_t decode_link(const uint8_t* f, uint32_t off, uint32_t caplen,
 cdef uint16_t decode_packet(const uint8_t* frame, uint32_t caplen, uint32_t linktype,
                             pkt_t* out) noexcept nogil:
     """Decode one frame into *out; returns (and stores) out.error, 0 = fully decoded."""
-    memset(out, 0, sizeof(pkt_t))
+    out[0] = PKT_ZERO
     if caplen > MAX_DECODE_LEN:
         # Only headers are read; bounding the length keeps every `off + n` below
         # 2**32 (headers add at most a few hundred KiB to an offset).

@@ -25,6 +25,15 @@ cdef enum:
     PROTO_UDP = 17
     PROTO_SCTP = 132
 
+# Payload signatures are bucketed per transport as well as per first byte: a TCP
+# payload never walks past the UDP-only signatures (DNS, QUIC, WireGuard...) and the
+# other way round.  Everything else (SCTP, a payload without a known protocol) shares
+# the third class, whose signatures still check their protocol.
+cdef enum:
+    SIG_CLASS_TCP = 0
+    SIG_CLASS_UDP = 1
+    SIG_CLASS_OTHER = 2
+
 # One compiled payload signature.  Byte i of the pattern matches payload byte
 # (off + i) when lo[i] <= (byte & mask[i]) <= hi[i]: an exact byte is mask 0xff,
 # lo == hi; a masked byte lo == hi == value & mask; a range mask 0xff, lo < hi; a
@@ -62,13 +71,17 @@ ctypedef struct gre_rule_t:
 
 ctypedef struct rules_t:
     uint32_t* port_tab[3]     # TCP, UDP, SCTP: 65536 verdicts each (0: no rule)
+    uint32_t* port_by_proto[256]  # IP protocol -> its port_tab, NULL: no ports (a load, not a branch per protocol)
     uint32_t  proto_tab[256]  # by IP protocol number
     gre_rule_t gre[GRE_RULES_MAX]
     uint32_t  n_gre
     paysig_t* sigs            # sorted by priority, highest first
     uint32_t  n_sigs
-    uint32_t  bucket_start[257]   # sigs for first payload byte b: bucket_idx[start[b]:start[b+1]]
+    # Signatures a payload can match, by transport class (SIG_CLASS_*) and first
+    # payload byte b: bucket_idx[bucket_start[c][b]:bucket_start[c][b + 1]]
+    uint32_t  bucket_start[3][257]
     uint32_t* bucket_idx
+    uint8_t   sig_class[256]  # IP protocol -> SIG_CLASS_*
     uint32_t* hints           # by peer-label id
     uint32_t  n_hints
     suffix_t* suffixes
@@ -136,7 +149,8 @@ cdef inline uint32_t _match_payload(const rules_t* r, const pkt_t* p, const uint
     # priority first; the walk stops as soon as the rest are below `floor` (the
     # priority the port / protocol / hint tables already gave: a payload signature
     # wins a tie, so one of equal priority is still tried).  0: no match.
-    cdef uint32_t k, start = r.bucket_start[pl[0]], stop = r.bucket_start[pl[0] + 1]
+    cdef uint32_t c = r.sig_class[p.proto] if (p.flags & PF_PROTO) else SIG_CLASS_OTHER
+    cdef uint32_t k, start = r.bucket_start[c][pl[0]], stop = r.bucket_start[c][pl[0] + 1]
     cdef const paysig_t* s
     for k in range(start, stop):
         s = &r.sigs[r.bucket_idx[k]]
@@ -290,14 +304,15 @@ cdef inline uint32_t _port_pick(const uint32_t* tab, uint16_t sport,
     # Server-side preference: when both ports carry a rule, the rule with the higher
     # priority wins; at equal priority the lower port number (the well-known / server
     # side; clients use ephemeral ports, RFC 6335 §6) wins.
+    # Written as one comparison of scores (priority, then the lower-port bit; an
+    # empty entry scores 0) rather than a branch per case: on a traffic mix every one
+    # of those branches is a coin toss the CPU mispredicts.
     cdef uint32_t es = tab[sport], ed = tab[dport]
-    if es == 0:
-        return ed
-    if ed == 0:
-        return es
-    if (es >> 16) != (ed >> 16):
-        return es if (es >> 16) > (ed >> 16) else ed
-    return es if sport <= dport else ed
+    cdef uint32_t ss = ((es >> 16) << 1) | (sport <= dport)
+    cdef uint32_t sd = ((ed >> 16) << 1) | (dport < sport)
+    ss = ss if es != 0 else 0
+    sd = sd if ed != 0 else 0
+    return es if ss >= sd else ed
 
 
 cdef inline uint32_t _better(uint32_t cand, uint32_t best) noexcept nogil:
@@ -340,8 +355,7 @@ cdef inline uint32_t _inner_verdict(const rules_t* r, const uint8_t* pl,
                     break
     elif proto == PROTO_TCP or proto == PROTO_UDP or proto == PROTO_SCTP:
         if hl + 4 <= n:
-            tab = r.port_tab[0] if proto == PROTO_TCP else (
-                r.port_tab[1] if proto == PROTO_UDP else r.port_tab[2])
+            tab = r.port_by_proto[proto]
             v = _port_pick(tab, (<uint16_t>pl[hl] << 8) | pl[hl + 1],
                            (<uint16_t>pl[hl + 2] << 8) | pl[hl + 3])
     return _better(r.proto_tab[proto], v)
@@ -383,13 +397,7 @@ cdef inline uint16_t tag_packet_ex(const rules_t* r, const pkt_t* p, const uint8
                 break
     if f & PF_PROTO:
         if f & PF_PORTS:
-            tab = NULL
-            if p.proto == PROTO_TCP:
-                tab = r.port_tab[0]
-            elif p.proto == PROTO_UDP:
-                tab = r.port_tab[1]
-            elif p.proto == PROTO_SCTP:
-                tab = r.port_tab[2]
+            tab = r.port_by_proto[p.proto]
             if tab != NULL:
                 tb = _better(_port_pick(tab, p.sport, p.dport), tb)
         if (p.proto == 4 or p.proto == 41) and (f & PF_PAYLOAD):
@@ -497,6 +505,9 @@ cdef class RuleCore:
             r.port_tab[i] = <uint32_t*>calloc(65536, sizeof(uint32_t))
             if r.port_tab[i] == NULL:
                 raise MemoryError()
+        r.port_by_proto[PROTO_TCP] = r.port_tab[0]
+        r.port_by_proto[PROTO_UDP] = r.port_tab[1]
+        r.port_by_proto[PROTO_SCTP] = r.port_tab[2]
         for proto, lo, hi, tag, prio in ports:
             v = verdict(tag, prio)
             t = r.port_tab[_PORT_PROTOS[proto]]
@@ -558,26 +569,36 @@ cdef class RuleCore:
                 raise MemoryError()
             for i in range(len(needles)):
                 r.needles[i] = needles[i]
-        # bucket by first payload byte: a signature is in bucket b when its pattern
-        # admits b at payload offset 0 (always, if its pattern starts later).
-        buckets = [[] for _ in range(256)]
+        # Bucket by transport class and first payload byte: a signature is in
+        # bucket (c, b) when its protocol is c's (or any) and its pattern admits b at
+        # payload offset 0 (always, if its pattern starts later).  Priority order is
+        # kept within a bucket (the walk stops below the tables' floor).
+        for i in range(256):
+            r.sig_class[i] = SIG_CLASS_OTHER
+        r.sig_class[PROTO_TCP] = SIG_CLASS_TCP
+        r.sig_class[PROTO_UDP] = SIG_CLASS_UDP
+        buckets = [[[] for _ in range(256)] for _ in range(3)]
         for i in range(r.n_sigs):
             s = &r.sigs[i]
-            for nb in range(256):
-                b = <uint8_t>nb
-                if s.off != 0 or s.patlen == 0 or s.lo[0] <= (b & s.mask[0]) <= s.hi[0]:
-                    buckets[nb].append(i)
-        cnt = sum(len(x) for x in buckets)
+            for c in range(3):
+                if s.proto != 0 and r.sig_class[s.proto] != c:
+                    continue
+                for nb in range(256):
+                    b = <uint8_t>nb
+                    if s.off != 0 or s.patlen == 0 or s.lo[0] <= (b & s.mask[0]) <= s.hi[0]:
+                        buckets[c][nb].append(i)
+        cnt = sum(len(x) for bc in buckets for x in bc)
         r.bucket_idx = <uint32_t*>malloc(max(cnt, 1) * sizeof(uint32_t))
         if r.bucket_idx == NULL:
             raise MemoryError()
         j = 0
-        for nb in range(256):
-            r.bucket_start[nb] = j
-            for i in buckets[nb]:
-                r.bucket_idx[j] = i
-                j += 1
-        r.bucket_start[256] = j
+        for c in range(3):
+            for nb in range(256):
+                r.bucket_start[c][nb] = j
+                for i in buckets[c][nb]:
+                    r.bucket_idx[j] = i
+                    j += 1
+            r.bucket_start[c][256] = j
 
         r.n_hints = max(n_labels, 1)
         r.hints = <uint32_t*>calloc(r.n_hints, sizeof(uint32_t))
@@ -646,9 +667,15 @@ cdef class RuleCore:
     def n_suffixes(self):
         return self.r.n_suffixes
 
-    def bucket_sizes(self):
-        """Payload signatures looked at for each first payload byte (256 ints)."""
-        return [self.r.bucket_start[i + 1] - self.r.bucket_start[i] for i in range(256)]
+    def bucket_sizes(self, proto=None):
+        """Payload signatures looked at for each first payload byte (256 ints) of a
+        payload of IP protocol `proto`; None: the most over the transport classes."""
+        cdef int c
+        if proto is not None:
+            c = self.r.sig_class[int(proto) & 0xFF]
+            return [self.r.bucket_start[c][i + 1] - self.r.bucket_start[c][i] for i in range(256)]
+        return [max(self.r.bucket_start[c][i + 1] - self.r.bucket_start[c][i] for c in range(3))
+                for i in range(256)]
 
 
 def extract_sni(payload):

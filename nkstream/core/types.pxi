@@ -103,6 +103,11 @@ ctypedef struct pkt_t:
     uint32_t l4_len       # captured bytes of L4 payload (<= caplen - l4_off)
     uint32_t frag_id      # IP fragment identification (IPv4: 16 bits, IPv6: 32), with PF_FRAG
 
+# An all-zero pkt_t to start every decode from.  `out[0] = PKT_ZERO` compiles to a
+# few vector moves; memset() of the same 88 bytes compiles (gcc, generic tuning) to
+# `rep stosq`, whose start-up cost on current x86 cores was about 3 ns a packet.
+cdef pkt_t PKT_ZERO
+
 # Direction of a packet relative to the watch table (DESIGN.md vocabulary).
 cdef enum:
     DIR_TRANSIT = 0       # neither side watched
