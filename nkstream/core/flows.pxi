@@ -340,8 +340,14 @@ cdef inline uint64_t flow_hash(const uint8_t* a, uint16_t pa, const uint8_t* b,
                    ^ ((<uint64_t>id << 16) | (<uint64_t>proto << 8) | v6))
 
 
+# IP protocols whose flows are keyed by ports: TCP 6, UDP 17, SCTP 132, UDP-Lite 136.
+# A table load, not a chain of four compares and branches per packet.
+cdef uint8_t PORT_PROTO[256]
+PORT_PROTO[6] = PORT_PROTO[17] = PORT_PROTO[132] = PORT_PROTO[136] = 1
+
+
 cdef inline bint _port_proto(uint8_t proto) noexcept nogil:
-    return proto == 6 or proto == 17 or proto == 136 or proto == 132
+    return PORT_PROTO[proto] != 0
 
 
 cdef inline uint64_t _flow_home(const ftab_t* t, const flow_t* f) noexcept nogil:

@@ -44,11 +44,13 @@ ctypedef lpm_trie_t lpm6_t
 
 cdef inline uint32_t lpm4_lookup(const lpm4_t* t, uint32_t addr) noexcept nogil:
     """Label id of the longest prefix containing addr (host byte order); 0 = none."""
+    # At most two group levels (first level 16 bits: bits 8-15, then 0-7; 24 bits:
+    # bits 0-7), and the last always resolves the low byte: unrolled, no loop.
     cdef uint32_t e = t.tbl0[addr >> t.shift0]
-    cdef uint32_t shift = t.shift0
-    while e & LPM_EXT:
-        shift -= 8
-        e = t.tbl8[(<size_t>(e & LPM_IDX) << 8) | ((addr >> shift) & 0xffu)]
+    if e & LPM_EXT:
+        e = t.tbl8[(<size_t>(e & LPM_IDX) << 8) | ((addr >> (t.shift0 - 8)) & 0xffu)]
+        if e & LPM_EXT:
+            e = t.tbl8[(<size_t>(e & LPM_IDX) << 8) | (addr & 0xffu)]
     return e
 
 
