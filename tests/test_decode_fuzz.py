@@ -223,3 +223,30 @@ def test_guard_page_is_armed():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120,
                          cwd=str(pathlib.Path(__file__).parent), env=env)
     assert res.returncode == -11, res.stderr.decode()[-500:]
+
+
+def test_common_frames_every_header_byte_and_cut_match_reference():
+    """The frames most traffic is made of (Ethernet, at most one 802.1Q tag, IPv4,
+    TCP or UDP) against the reference, with every header byte set to values that
+    cross each check on the way (EtherType, a second tag, version, IHL, total
+    length, fragment bits, protocol, TCP data offset) and the frame cut at every
+    length."""
+    bases = []
+    for tags in ((), ((0x8100, 5),)):
+        bases.append(eth(0x0800, ipv4(6, tcp(443, 51000, payload=b"\x16\x03\x01" + b"x" * 20)), list(tags)))
+        bases.append(eth(0x0800, ipv4(17, udp(53, 40000, payload=b"q" * 12)), list(tags)))
+        bases.append(eth(0x0800, ipv4(6, tcp(80, 1234, doff=6, options=b"\x01" * 4)), list(tags)))
+    values = (0x00, 0x01, 0x06, 0x11, 0x20, 0x3F, 0x40, 0x45, 0x46, 0x4F, 0x50, 0x81, 0x88,
+              0xA8, 0xF0, 0xFF)
+    checked = 0
+    for frame in bases:
+        for pos in range(min(len(frame), 64)):
+            for v in values:
+                f = bytearray(frame)
+                f[pos] = v
+                f = bytes(f)
+                assert native(f, 1) == reference(f, 1), (frame.hex(), pos, v)
+                checked += 1
+        for cut in range(len(frame) + 1):
+            assert native(frame[:cut], 1) == reference(frame[:cut], 1), (frame.hex(), cut)
+    assert checked > 5000
