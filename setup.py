@@ -40,6 +40,11 @@ if DEBUG:
 else:
     cflags = ["-O3", "-DNDEBUG"]
 cflags += ["-Wno-unused-function", "-Wno-unreachable-code", "-fno-strict-aliasing"]
+# NKSTREAM_DEBUGINFO=1: the optimised build with debug line tables (-g), for
+# per-line profiles (bench/instructions.py, perf annotate); the code is unchanged.
+DEBUGINFO = not DEBUG and os.environ.get("NKSTREAM_DEBUGINFO", "") not in ("", "0")
+if DEBUGINFO:
+    cflags.append("-g")
 MARCH = os.environ.get("NKSTREAM_MARCH", "").strip()
 if MARCH:
     if not MARCH.replace("-", "").replace("_", "").replace(".", "").isalnum():
@@ -84,7 +89,8 @@ def mode_changed():
     builds or the -march target: the generated C carries the directives, and the
     staleness checks only look at source timestamps."""
     stamp = os.path.join("build", "nkstream-build-mode")
-    mode = ("debug" if DEBUG else "release") + (f" march={MARCH}" if MARCH else "")
+    mode = (("debug" if DEBUG else "release") + (f" march={MARCH}" if MARCH else "")
+            + (" debuginfo" if DEBUGINFO else ""))
     try:
         with open(stamp) as fh:
             old = fh.read().strip()
