@@ -27,8 +27,12 @@ import sys, numpy as np
 from nkstream.capture import open_capture
 from nkstream.config import load_config
 from nkstream.bench import classifiers
-path, stage, bp, skip, k = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-plain, full = classifiers(load_config(None))
+path, stage, bp, skip, k, fcap = (sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
+                                  int(sys.argv[5]), int(sys.argv[6]))
+cfg = load_config(None)
+if fcap:
+    cfg.flow_capacity = fcap
+plain, full = classifiers(cfg)
 clf = full if stage == "flows" else plain
 batches = []
 with open_capture(path, batch_packets=bp) as cap:
@@ -45,11 +49,11 @@ for data, recs in batches[:k]:
 MARK = re.compile(r'^\s*/\* "([^"]+)":(\d+)')
 
 
-def run(path, stage, bp, skip, k, out):
+def run(path, stage, bp, skip, k, fcap, out):
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no", "--branch-sim=yes",
                     f"--cachegrind-out-file={out}", sys.executable, "-c", CHILD, path, stage,
-                    str(bp), str(skip), str(k)], env=env, check=True,
+                    str(bp), str(skip), str(k), str(fcap)], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -76,14 +80,16 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=65536)
     ap.add_argument("--skip", type=int, default=10)
     ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--flow-capacity", type=int, default=0,
+                    help="flow table slots (default: the configuration's)")
     a = ap.parse_args(argv)
     import nkstream._core as core
     root = os.path.dirname(core.__file__)
     csrc = os.path.join(root, "_core.c")
     with tempfile.TemporaryDirectory() as tmp:
         one, three = os.path.join(tmp, "cg.1"), os.path.join(tmp, "cg.3")
-        run(a.capture, a.stage, a.batch, a.skip, 1, one)
-        run(a.capture, a.stage, a.batch, a.skip, 3, three)
+        run(a.capture, a.stage, a.batch, a.skip, 1, a.flow_capacity, one)
+        run(a.capture, a.stage, a.batch, a.skip, 3, a.flow_capacity, three)
         c1, c3 = counts(one, "nkstream/_core.c"), counts(three, "nkstream/_core.c")
     # the .pxi line each generated C line comes from
     where, cur = {}, None
