@@ -273,9 +273,10 @@ def _stage_pass(path, clf, stage):
             for _b in cap:
                 pass
         elif stage in ("aggregate", "flows"):
-            process = clf.process
-            for b in cap:
-                process(b.data, b.recs)
+            # the whole path as `nkstream classify` runs it: for a mapped file the
+            # reader classifies each chunk of records as it walks them
+            for _b in cap.processed(clf.core):
+                pass
         else:
             up = stages[stage]
             run = _core.bench_stage

@@ -366,6 +366,28 @@ class Capture:
             return self._iter_mmap()
         return self._iter_stream()
 
+    def processed(self, core):
+        """Iterate as ``iter(capture)`` does, every batch already counted by `core` (a
+        native ``nkstream._core.Classifier``, as ``core.process(batch.data,
+        batch.recs)`` would count it; do not process the batches again).  For a
+        mapped file the classification runs inside the walk
+        (``Classifier.walk_process``: each chunk of records is classified while its
+        frames are still in cache); a stream is walked, then processed, batch by
+        batch."""
+        if self._iterated:
+            raise RuntimeError("a Capture can be iterated only once")
+        self._iterated = True
+        if self._closed:
+            raise ValueError("capture is closed")
+        if self._mm is not None:
+            return self._iter_mmap(core)
+        return self._process_stream(core)
+
+    def _process_stream(self, core):
+        for batch in self._iter_stream():
+            core.process(batch.data, batch.recs)
+            yield batch
+
     def _harvest_interfaces(self):
         w = self._walker
         if self.format == "pcapng":
@@ -422,7 +444,7 @@ class Capture:
                 return
             self._pop_to += length
 
-    def _iter_mmap(self):
+    def _iter_mmap(self, core=None):
         buf, end, _eof, pos = self._first
         self._first = None
         w = self._walker
@@ -430,7 +452,10 @@ class Capture:
         while True:
             recs = self._recs_array()
             self._populate(pos, end)
-            n, status = w.walk(buf, pos, recs, pos, True)
+            if core is None:
+                n, status = w.walk(buf, pos, recs, pos, True)
+            else:
+                n, status = core.walk_process(w, buf, pos, recs, pos, True)
             self._harvest_interfaces()
             newpos = w.pos
             if n:

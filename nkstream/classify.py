@@ -125,7 +125,10 @@ def classify_files(paths, clf, *, interval=None, on_window=None, progress=None,
 
     for path in paths:
         with open_capture(path) as cap:
-            for batch in cap:
+            # One window: the reader classifies as it walks (Capture.processed).
+            # Windows cut batches by capture time, so those go batch by batch.
+            fused = not interval_ns and hasattr(clf, "core")
+            for batch in (cap.processed(clf.core) if fused else cap):
                 recs = batch.recs
                 n = len(recs)
                 if n == 0:
@@ -148,7 +151,7 @@ def classify_files(paths, clf, *, interval=None, on_window=None, progress=None,
                             close(cur_start, end)
                             cur_start = _window_of(ts[hi], interval_ns)
                         lo = hi
-                else:
+                elif not fused:
                     clf.process(batch.data, recs)
                 last_ts = int(ts[-1]) if last_ts is None else max(last_ts, int(ts[-1]))
                 if progress is not None:
