@@ -357,14 +357,7 @@ class Capture:
 
     # -- iteration -----------------------------------------------------------
     def __iter__(self):
-        if self._iterated:
-            raise RuntimeError("a Capture can be iterated only once")
-        self._iterated = True
-        if self._closed:
-            raise ValueError("capture is closed")
-        if self._mm is not None:
-            return self._iter_mmap()
-        return self._iter_stream()
+        return self.processed(None)
 
     def processed(self, core):
         """Iterate as ``iter(capture)`` does, every batch already counted by `core` (a
@@ -373,7 +366,7 @@ class Capture:
         mapped file the classification runs inside the walk
         (``Classifier.walk_process``: each chunk of records is classified while its
         frames are still in cache); a stream is walked, then processed, batch by
-        batch."""
+        batch.  `core` None: the plain batches, which is what ``iter(capture)`` is."""
         if self._iterated:
             raise RuntimeError("a Capture can be iterated only once")
         self._iterated = True
@@ -381,7 +374,7 @@ class Capture:
             raise ValueError("capture is closed")
         if self._mm is not None:
             return self._iter_mmap(core)
-        return self._process_stream(core)
+        return self._iter_stream() if core is None else self._process_stream(core)
 
     def _process_stream(self, core):
         for batch in self._iter_stream():
