@@ -71,7 +71,7 @@ cdef class Classifier:
         self.flows = flows
 
     cdef void _ctx(self, fctx_t* c):
-        c.t = self.flows.t
+        c.t = self.flows.t if self.flows is not None else NULL
         c.a = self.counters.a
         c.w4 = self.watch.v4
         c.w6 = self.watch.v6
@@ -135,22 +135,12 @@ cdef class Classifier:
         if n == 0:
             return 0
         cdef const uint8_t* base = &data[0]
-        cdef const lpm4_t* w4 = self.watch.v4
-        cdef const lpm6_t* w6 = self.watch.v6
-        cdef const lpm4_t* p4 = self.peer.v4
-        cdef const lpm6_t* p6 = self.peer.v6
         cdef const rules_t* rules = self.rules.r
-        cdef Counters c = self.counters
         cdef fctx_t fc
-        if self.flows is None:
-            with nogil:
-                _process_batch(base, r, n, w4, w6, p4, p6, rules, c)
-            return n
         self._ctx(&fc)
         with nogil:
-            _process_batch_flows(base, r, n, rules, &fc, NULL)
-            # amortised expiry: a bounded slice of the table per batch
-            flow_sweep(&fc, <uint64_t>(n // 2 + 64), False)
+            _count_batch(base, r, n, rules, &fc)
+            _expire_some(&fc, n)
         return n
 
     def walk_process(self, RecordWalker wk not None, buf, uint64_t pos, cnp.ndarray recs,
@@ -169,48 +159,23 @@ cdef class Classifier:
         cdef rec_t* rp
         cdef int rc = WALK_FULL
         cdef fctx_t fc
-        cdef const lpm4_t* w4 = self.watch.v4
-        cdef const lpm6_t* w6 = self.watch.v6
-        cdef const lpm4_t* p4 = self.peer.v4
-        cdef const lpm6_t* p6 = self.peer.v6
         cdef const rules_t* rules = self.rules.r
-        cdef Counters c = self.counters
-        cdef bint flows = self.flows is not None
-        if recs.dtype != REC_DTYPE or not recs.flags.c_contiguous or not recs.flags.writeable:
-            raise ValueError("recs must be a writable C-contiguous REC_DTYPE array")
-        if recs.ndim != 1:
-            raise ValueError("recs must be one-dimensional")
-        if pos > buflen or base > pos:
-            raise ValueError("position beyond the buffer, or base beyond the position")
-        if wk.w.fmt == 0:
-            raise ValueError("walker not configured: call set_pcap() or set_pcapng()")
-        maxrec = recs.shape[0]
-        rp = <rec_t*>cnp.PyArray_DATA(recs)
+        wk._start(buflen, pos, recs, base, &rp, &maxrec)
         if buflen:
             p = &mv[0]
-        wk.w.pos = pos
-        wk.w.need = 0
-        if flows:
-            self._ctx(&fc)
+        self._ctx(&fc)
         with nogil:
             while n < maxrec:
                 k = maxrec - n if maxrec - n < WALK_CHUNK else WALK_CHUNK
                 got = 0
-                if wk.w.fmt == 1:
-                    rc = nkr_pcap_walk(&wk.w, p, buflen, base, rp + n, k, &got, at_eof)
-                else:
-                    rc = nkr_pcapng_walk(&wk.w, p, buflen, base, rp + n, k, &got, at_eof)
+                rc = nkr_walk(&wk.w, p, buflen, base, rp + n, k, &got, at_eof)
                 if got:
                     # the walker only emits records that lie inside buf[base:]
-                    if flows:
-                        _process_batch_flows(p + base, rp + n, got, rules, &fc, NULL)
-                    else:
-                        _process_batch(p + base, rp + n, got, w4, w6, p4, p6, rules, c)
+                    _count_batch(p + base, rp + n, got, rules, &fc)
                     n += got
                 if rc != WALK_FULL:
                     break
-            if flows and n:
-                flow_sweep(&fc, <uint64_t>(n // 2 + 64), False)
+            _expire_some(&fc, n)
         return n, rc
 
     def annotate_flows(self, const uint8_t[::1] data, recs):
@@ -258,7 +223,7 @@ cdef class Classifier:
         self._ctx(&fc)
         with nogil:
             _process_batch_flows(base, r, n, rules, &fc, &o)
-            flow_sweep(&fc, <uint64_t>(n // 2 + 64), False)
+            _expire_some(&fc, n)
         return out
 
     def annotate(self, const uint8_t[::1] data, recs):
@@ -328,17 +293,32 @@ cdef class Classifier:
         return out
 
 
+cdef inline void _count_batch(const uint8_t* base, const rec_t* r, Py_ssize_t n,
+                              const rules_t* rules, const fctx_t* c) noexcept nogil:
+    # Count records r[0:n] (frames at base + off): with flow state when the
+    # classifier has a flow table (c.t), per packet otherwise.
+    if c.t == NULL:
+        _process_batch(base, r, n, c.w4, c.w6, c.p4, c.p6, rules, c.a)
+    else:
+        _process_batch_flows(base, r, n, rules, c, NULL)
+
+
+cdef inline void _expire_some(const fctx_t* c, Py_ssize_t n) noexcept nogil:
+    # Amortised expiry after a batch of n packets: a bounded slice of the flow table.
+    if c.t != NULL and n > 0:
+        flow_sweep(c, <uint64_t>(n // 2 + 64), False)
+
+
 cdef void _process_batch(const uint8_t* base, const rec_t* r, Py_ssize_t n,
                          const lpm4_t* w4, const lpm6_t* w6,
                          const lpm4_t* p4, const lpm6_t* p6,
-                         const rules_t* rules, Counters c) noexcept nogil:
+                         const rules_t* rules, agg_t* a) noexcept nogil:
     cdef Py_ssize_t i
     cdef pkt_t pkt
     cdef sides_t s
     cdef uint32_t sni
     cdef uint16_t tag, err
     cdef const uint8_t* frame
-    cdef agg_t* a = c.a
     for i in range(n):
         if i + PREFETCH_AHEAD < n:
             # frames are far apart in the buffer: start their cache misses early

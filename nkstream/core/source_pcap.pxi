@@ -573,6 +573,15 @@ cdef int nkr_pcapng_walk(walk_t* w, const uint8_t* buf, uint64_t buflen, uint64_
     return rc
 
 
+cdef inline int nkr_walk(walk_t* w, const uint8_t* buf, uint64_t buflen, uint64_t base,
+                         rec_t* recs, Py_ssize_t maxrec, Py_ssize_t* nout,
+                         bint at_eof) noexcept nogil:
+    """The walker of w's format (set_pcap / set_pcapng) from w.pos."""
+    if w.fmt == 1:
+        return nkr_pcap_walk(w, buf, buflen, base, recs, maxrec, nout, at_eof)
+    return nkr_pcapng_walk(w, buf, buflen, base, recs, maxrec, nout, at_eof)
+
+
 cdef class RecordWalker:
     """Native record walker for one capture file (pcap or pcapng).
 
@@ -604,14 +613,10 @@ cdef class RecordWalker:
         """Configure for pcapng blocks; the data must start with a Section Header."""
         self.w.fmt = 2
 
-    def walk(self, buf, uint64_t pos, cnp.ndarray recs, uint64_t base=0, bint at_eof=True):
-        """Fill ``recs`` from ``buf[pos:]``; returns ``(n, status)`` (WALK_* / WERR_*)."""
-        cdef const uint8_t[::1] mv = buf
-        cdef const uint8_t* p = NULL
-        cdef uint64_t buflen = mv.shape[0]
-        cdef Py_ssize_t maxrec, n = 0
-        cdef rec_t* rp
-        cdef int rc
+    cdef int _start(self, uint64_t buflen, uint64_t pos, cnp.ndarray recs, uint64_t base,
+                    rec_t** rp, Py_ssize_t* maxrec) except -1:
+        # Check a walk's arguments and position the walker at `pos` (walk() and
+        # Classifier.walk_process).
         if recs.dtype != REC_DTYPE or not recs.flags.c_contiguous or not recs.flags.writeable:
             raise ValueError("recs must be a writable C-contiguous REC_DTYPE array")
         if recs.ndim != 1:
@@ -622,17 +627,25 @@ cdef class RecordWalker:
             raise ValueError("base beyond the position")
         if self.w.fmt == 0:
             raise ValueError("walker not configured: call set_pcap() or set_pcapng()")
-        maxrec = recs.shape[0]
-        rp = <rec_t*>cnp.PyArray_DATA(recs)
-        if buflen:
-            p = &mv[0]
+        maxrec[0] = recs.shape[0]
+        rp[0] = <rec_t*>cnp.PyArray_DATA(recs)
         self.w.pos = pos
         self.w.need = 0
+        return 0
+
+    def walk(self, buf, uint64_t pos, cnp.ndarray recs, uint64_t base=0, bint at_eof=True):
+        """Fill ``recs`` from ``buf[pos:]``; returns ``(n, status)`` (WALK_* / WERR_*)."""
+        cdef const uint8_t[::1] mv = buf
+        cdef const uint8_t* p = NULL
+        cdef uint64_t buflen = mv.shape[0]
+        cdef Py_ssize_t maxrec, n = 0
+        cdef rec_t* rp
+        cdef int rc
+        self._start(buflen, pos, recs, base, &rp, &maxrec)
+        if buflen:
+            p = &mv[0]
         with nogil:
-            if self.w.fmt == 1:
-                rc = nkr_pcap_walk(&self.w, p, buflen, base, rp, maxrec, &n, at_eof)
-            else:
-                rc = nkr_pcapng_walk(&self.w, p, buflen, base, rp, maxrec, &n, at_eof)
+            rc = nkr_walk(&self.w, p, buflen, base, rp, maxrec, &n, at_eof)
         return n, rc
 
     @property
