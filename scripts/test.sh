@@ -10,6 +10,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The public corpus and address data the tests check against (shared/corpus/public,
+# shared/data) live outside the repository: $NKSTREAM_SHARED, or shared/ beside or
+# inside the checkout (the order tests/conftest.py looks in).  Say so now, not after
+# minutes of installing and hundreds of failed tests.
+shared_ok=""
+for cand in ${NKSTREAM_SHARED:+"$NKSTREAM_SHARED"} ../shared shared; do
+    [ -d "$cand/corpus/public" ] && shared_ok="$cand" && break
+done
+if [ -z "$shared_ok" ]; then
+    echo "scripts/test.sh: public corpus not found: set NKSTREAM_SHARED to the folder holding corpus/public and data/ (or put it at ../shared)" >&2
+    exit 2
+fi
+
 DEBS="tshark tcpdump tcpreplay libpcap-dev libndpi-bin iproute2 procps"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=""
