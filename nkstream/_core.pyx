@@ -17,6 +17,7 @@ from libc.stdlib cimport malloc, calloc, realloc, free
 
 cimport numpy as cnp
 import numpy as np
+import sys
 
 cnp.import_array()
 

@@ -634,3 +634,57 @@ def test_no_read_past_payload_on_every_cut(guarded, corpus_packets):
                 CORE, proto=proto, sport=40000, dport=dport, payload=p[:k])
             cuts += 1
     assert cuts > 2000
+
+
+# ------------------------------- compiled pattern checks vs reference, any pattern
+# The native matcher rejects most payloads on one masked 8-byte word (paysig_t.qmask /
+# qval) and skips the byte loop when that word is the whole pattern: both must agree
+# with the byte-by-byte reference for every kind of pattern byte, offset and length.
+
+def _near(vals):
+    return [v & 0xFF for v in vals if 0 <= v <= 255]
+
+
+# (pattern token, bytes it admits, bytes just outside it)
+pattern_tokens = st.one_of(
+    st.integers(0, 255).map(lambda v: (f"{v:02x}", [v], _near([v ^ 1, v ^ 0x80, v + 1, v - 1]))),
+    st.just(("??", list(range(256)), [])),
+    st.tuples(st.integers(0, 255), st.integers(1, 255)).map(
+        lambda t: (f"{t[0] & t[1]:02x}/{t[1]:02x}",
+                   [b for b in range(256) if b & t[1] == t[0] & t[1]],
+                   [b for b in range(256) if b & t[1] != t[0] & t[1]][:64])),
+    st.tuples(st.integers(0, 255), st.integers(0, 255)).map(
+        lambda t: (f"{min(t):02x}-{max(t):02x}", list(range(min(t), max(t) + 1)),
+                   _near([min(t) - 1, max(t) + 1, min(t) - 2, max(t) + 2,
+                          min(t) ^ 0x80, (max(t) | 0x0F) + 1]))),
+)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(pattern_tokens, min_size=1, max_size=12), st.integers(0, 5), st.integers(0, 2**32),
+       st.integers(0, 4))
+def test_any_pattern_native_equals_reference(tokens, offset, seed, extra):
+    import random
+    rules = Rules.from_string(f"""
+[tag.pat]
+category = "mining"
+payload = [{{ pattern = "{' '.join(t for t, _, _ in tokens)}", proto = "tcp", offset = {offset} }}]
+""", defaults=False)
+    peers = LabelTable()
+    core = rules.compile(peers)
+    ref = ReferenceTagger(rules, peers)
+    rnd = random.Random(seed)
+    for _ in range(8):
+        # every byte admitted, or one of them just outside its token; cut or extended
+        body = bytearray(rnd.randrange(256) for _ in range(offset))
+        body += bytes(rnd.choice(ok) for _, ok, _ in tokens)
+        body += bytes(rnd.randrange(256) for _ in range(extra))
+        bad = [j for j, (_, _, out) in enumerate(tokens) if out]
+        if bad and rnd.random() < 0.6:
+            j = rnd.choice(bad)
+            body[offset + j] = rnd.choice(tokens[j][2])
+        for payload in (bytes(body), bytes(body[:-1]), bytes(body[:offset + 8]), bytes(body) + bytes(8)):
+            if not payload:
+                continue
+            assert tag_fields(core, proto=6, sport=40000, dport=40001, payload=payload) == \
+                ref.tag(proto=6, sport=40000, dport=40001, payload=payload), (payload.hex(), tokens)

@@ -39,22 +39,35 @@ cdef enum:
 # lo == hi; a masked byte lo == hi == value & mask; a range mask 0xff, lo < hi; a
 # wildcard mask 0.
 ctypedef struct paysig_t:
-    uint8_t  mask[SIG_PAT_MAX]
-    uint8_t  lo[SIG_PAT_MAX]
-    uint8_t  hi[SIG_PAT_MAX]
-    uint32_t verdict          # prio << 16 | tag
-    uint16_t off              # offset of the pattern in the L4 payload
-    uint16_t patlen
+    # Quick reject first (one 8-byte load): payload bytes [off, off + 8) masked by
+    # qmask must equal qval, a necessary condition of the pattern (its exact bits, and
+    # the high bits a range's ends share), checked when l4_len >= qneed.
+    uint64_t qmask, qval
+    uint32_t qneed            # off + 8, or 0xFFFFFFFF when the pattern gives no such bits
+    uint8_t  qfull            # the quick check is the whole pattern (all bytes exact or wildcards, within 8)
     uint8_t  proto            # 0: any transport; else the IP protocol number
     uint8_t  has_ports        # restricted to packets with either port in [port_lo, port_hi]
     uint8_t  length_prefix    # big-endian uint16 at payload[0] == l4_len - 2 (TCP framing)
-    uint8_t  _pad
+    uint32_t verdict          # prio << 16 | tag
+    uint16_t off              # offset of the pattern in the L4 payload
+    uint16_t patlen
     uint16_t port_lo, port_hi
     uint16_t len_mod          # l4_len % len_mod == 0 (0: no condition)
     uint16_t needle_len       # 0: no `contains` condition
     uint32_t min_len, max_len # bounds on l4_len (captured payload bytes)
     uint32_t needle_off       # into rules_t.needles
     uint32_t within           # `contains` searches payload[0 : min(l4_len, within)]
+    uint8_t  mask[SIG_PAT_MAX]
+    uint8_t  lo[SIG_PAT_MAX]
+    uint8_t  hi[SIG_PAT_MAX]
+
+# The signatures a payload's transport class and first byte select: bucket_idx[start :
+# start + count], highest priority first; `top` is the first one's priority (0: none),
+# so a bucket whose best is below what the tables already gave is skipped unread.
+ctypedef struct sigbucket_t:
+    uint32_t start
+    uint16_t count
+    uint16_t top
 
 ctypedef struct suffix_t:
     uint64_t hash             # sni_hash_rev() of the lower-case suffix
@@ -78,8 +91,8 @@ ctypedef struct rules_t:
     paysig_t* sigs            # sorted by priority, highest first
     uint32_t  n_sigs
     # Signatures a payload can match, by transport class (SIG_CLASS_*) and first
-    # payload byte b: bucket_idx[bucket_start[c][b]:bucket_start[c][b + 1]]
-    uint32_t  bucket_start[3][257]
+    # payload byte b: buckets[c][b]
+    sigbucket_t buckets[3][256]
     uint32_t* bucket_idx
     uint8_t   sig_class[256]  # IP protocol -> SIG_CLASS_*
     uint32_t* hints           # by peer-label id
@@ -115,6 +128,12 @@ cdef inline bint _sig_match(const rules_t* r, const paysig_t* s, const pkt_t* p,
                             const uint8_t* pl, uint32_t n) noexcept nogil:
     cdef uint32_t i, end
     cdef uint8_t b
+    cdef uint64_t q
+    cdef bint quick = n >= s.qneed
+    if quick:
+        memcpy(&q, pl + s.off, 8)       # n >= off + 8: inside the payload
+        if (q & s.qmask) != s.qval:
+            return False
     if s.proto != 0 and ((p.flags & PF_PROTO) == 0 or p.proto != s.proto):
         return False
     if n < s.min_len or n > s.max_len:
@@ -129,10 +148,11 @@ cdef inline bint _sig_match(const rules_t* r, const paysig_t* s, const pkt_t* p,
     end = <uint32_t>s.off + s.patlen
     if end > n:
         return False
-    for i in range(s.patlen):
-        b = pl[s.off + i] & s.mask[i]
-        if b < s.lo[i] or b > s.hi[i]:
-            return False
+    if not (quick and s.qfull):
+        for i in range(s.patlen):
+            b = pl[s.off + i] & s.mask[i]
+            if b < s.lo[i] or b > s.hi[i]:
+                return False
     if s.length_prefix:
         if n < 2 or ((<uint32_t>pl[0] << 8) | pl[1]) + 2 != n:
             return False
@@ -149,10 +169,13 @@ cdef inline uint32_t _match_payload(const rules_t* r, const pkt_t* p, const uint
     # priority first; the walk stops as soon as the rest are below `floor` (the
     # priority the port / protocol / hint tables already gave: a payload signature
     # wins a tie, so one of equal priority is still tried).  0: no match.
-    cdef uint32_t c = r.sig_class[p.proto] if (p.flags & PF_PROTO) else SIG_CLASS_OTHER
-    cdef uint32_t k, start = r.bucket_start[c][pl[0]], stop = r.bucket_start[c][pl[0] + 1]
+    cdef const sigbucket_t* b = &r.buckets[r.sig_class[p.proto] if (p.flags & PF_PROTO)
+                                           else SIG_CLASS_OTHER][pl[0]]
+    cdef uint32_t k
     cdef const paysig_t* s
-    for k in range(start, stop):
+    if b.top < floor:
+        return 0
+    for k in range(b.start, b.start + b.count):
         s = &r.sigs[r.bucket_idx[k]]
         if (s.verdict >> 16) < floor:
             break
@@ -444,6 +467,32 @@ cdef inline uint16_t tag_packet_ex(const rules_t* r, const pkt_t* p, const uint8
 _PORT_PROTOS = {6: 0, 17: 1, 132: 2}
 
 
+cdef void _sig_quick(paysig_t* s, list pat):
+    # The quick-reject word of a signature (paysig_t.qmask/qval): for each of the
+    # pattern's first 8 bytes, the bits any matching byte must have -- all of a
+    # masked exact byte, the high bits the two ends of a range share -- and whether
+    # that word alone decides the pattern (qfull).
+    cdef int j
+    qm = bytearray(8)
+    qv = bytearray(8)
+    full = len(pat) <= 8
+    for j, (m, lo, hi) in enumerate(pat[:8]):
+        low = (1 << (lo ^ hi).bit_length()) - 1
+        qm[j] = m & ~low & 0xFF
+        qv[j] = lo & qm[j]
+        exact = ((m == 0 and lo == 0) or (lo == hi and (lo & ~m) == 0)
+                 or (m == 0xFF and (lo & low) == 0 and hi == (lo | low)))
+        full = full and exact
+    s.qmask = int.from_bytes(qm, sys.byteorder)
+    s.qval = int.from_bytes(qv, sys.byteorder)
+    if s.qmask == 0:
+        s.qneed = 0xFFFFFFFF
+        s.qfull = 0
+    else:
+        s.qneed = <uint32_t>s.off + 8
+        s.qfull = full
+
+
 cdef class RuleCore:
     """Compiled signature tables (`rules_t`), built by `nkstream.rules.Rules.compile`.
 
@@ -548,6 +597,7 @@ cdef class RuleCore:
                 s.hi[j] = hi
             s.patlen = len(pat)
             s.off = d["offset"]
+            _sig_quick(s, pat)
             s.verdict = verdict(d["tag"], d["prio"])
             s.proto = d["proto"] or 0
             if d["ports"] is not None:
@@ -594,11 +644,12 @@ cdef class RuleCore:
         j = 0
         for c in range(3):
             for nb in range(256):
-                r.bucket_start[c][nb] = j
+                r.buckets[c][nb].start = j
+                r.buckets[c][nb].count = len(buckets[c][nb])
+                r.buckets[c][nb].top = (r.sigs[buckets[c][nb][0]].verdict >> 16) if buckets[c][nb] else 0
                 for i in buckets[c][nb]:
                     r.bucket_idx[j] = i
                     j += 1
-            r.bucket_start[c][256] = j
 
         r.n_hints = max(n_labels, 1)
         r.hints = <uint32_t*>calloc(r.n_hints, sizeof(uint32_t))
@@ -673,9 +724,8 @@ cdef class RuleCore:
         cdef int c
         if proto is not None:
             c = self.r.sig_class[int(proto) & 0xFF]
-            return [self.r.bucket_start[c][i + 1] - self.r.bucket_start[c][i] for i in range(256)]
-        return [max(self.r.bucket_start[c][i + 1] - self.r.bucket_start[c][i] for c in range(3))
-                for i in range(256)]
+            return [self.r.buckets[c][i].count for i in range(256)]
+        return [max(self.r.buckets[c][i].count for c in range(3)) for i in range(256)]
 
 
 def extract_sni(payload):
