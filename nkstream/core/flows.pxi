@@ -80,10 +80,6 @@ ctypedef struct flow_t:
     uint8_t  proto
     uint8_t  state            # FL_*; 0 = empty slot
 
-# An all-zero slot (`f[0] = FLOW_ZERO`: vector moves where memset() would be `rep stosq`;
-# see PKT_ZERO in types.pxi).
-cdef flow_t FLOW_ZERO
-
 # The four prefix-table answers of a flow's addresses, in the initiator's order
 # (a = the first packet's src): watch and peer labels of a and of b.  They depend
 # only on the addresses and the tables, so an IPv4 flow looks them up once (at its
@@ -542,7 +538,7 @@ cdef inline void _flow_flush_pending(const fctx_t* c, flow_t* f) noexcept nogil:
 
 cdef inline void _flow_init(ftab_t* t, agg_t* a, flow_t* f, const fkey_t* k,
                             uint32_t now) noexcept nogil:
-    f[0] = FLOW_ZERO
+    NKS_ZERO(f)              # vector stores, not `rep stosq` (types.pxi)
     memcpy(f.a, k.src, 16)
     memcpy(f.b, k.dst, 16)
     f.ports = k.fwd
@@ -618,7 +614,7 @@ cdef void flow_delete(ftab_t* t, uint64_t i) noexcept nogil:
             if t.ids != NULL:
                 t.ids[i] = t.ids[j]
             i = j
-    t.slots[i] = FLOW_ZERO
+    NKS_ZERO(&t.slots[i])
     if t.ids != NULL:
         t.ids[i] = 0
     t.used -= 1
