@@ -39,12 +39,13 @@ cdef enum:
 # lo == hi; a masked byte lo == hi == value & mask; a range mask 0xff, lo < hi; a
 # wildcard mask 0.
 ctypedef struct paysig_t:
-    # Quick reject first (one 8-byte load): payload bytes [off, off + 8) masked by
-    # qmask must equal qval, a necessary condition of the pattern (its exact bits, and
-    # the high bits a range's ends share), checked when l4_len >= qneed.
+    # Quick reject (sigref_t, one 8-byte load per payload): payload bytes [0, 8)
+    # masked by qmask must equal qval, a necessary condition of the pattern (its exact
+    # bits, and the high bits a range's ends share, at off + j < 8), checked when
+    # l4_len >= 8; qfull: that word is the whole pattern (off + patlen <= 8, every
+    # byte exact or a wildcard), so the byte loop is skipped when it passed.
     uint64_t qmask, qval
-    uint32_t qneed            # off + 8, or 0xFFFFFFFF when the pattern gives no such bits
-    uint8_t  qfull            # the quick check is the whole pattern (all bytes exact or wildcards, within 8)
+    uint8_t  qfull
     uint8_t  proto            # 0: any transport; else the IP protocol number
     uint8_t  has_ports        # restricted to packets with either port in [port_lo, port_hi]
     uint8_t  length_prefix    # big-endian uint16 at payload[0] == l4_len - 2 (TCP framing)
@@ -61,7 +62,13 @@ ctypedef struct paysig_t:
     uint8_t  lo[SIG_PAT_MAX]
     uint8_t  hi[SIG_PAT_MAX]
 
-# The signatures a payload's transport class and first byte select: bucket_idx[start :
+# A signature's entry in a bucket: what the walk reads before the signature itself.
+ctypedef struct sigref_t:
+    uint64_t qmask, qval      # paysig_t's quick-reject word
+    uint32_t verdict
+    uint32_t sig              # index into rules_t.sigs
+
+# The signatures a payload's transport class and first byte select: refs[start :
 # start + count], highest priority first; `top` is the first one's priority (0: none),
 # so a bucket whose best is below what the tables already gave is skipped unread.
 ctypedef struct sigbucket_t:
@@ -93,7 +100,7 @@ ctypedef struct rules_t:
     # Signatures a payload can match, by transport class (SIG_CLASS_*) and first
     # payload byte b: buckets[c][b]
     sigbucket_t buckets[3][256]
-    uint32_t* bucket_idx
+    sigref_t* refs
     uint8_t   sig_class[256]  # IP protocol -> SIG_CLASS_*
     uint32_t* hints           # by peer-label id
     uint32_t  n_hints
@@ -125,15 +132,10 @@ cdef inline bint _contains(const uint8_t* h, uint32_t hn, const uint8_t* nd,
 
 
 cdef inline bint _sig_match(const rules_t* r, const paysig_t* s, const pkt_t* p,
-                            const uint8_t* pl, uint32_t n) noexcept nogil:
+                            const uint8_t* pl, uint32_t n, bint quick) noexcept nogil:
+    # `quick`: the payload passed the signature's quick-reject word
     cdef uint32_t i, end
     cdef uint8_t b
-    cdef uint64_t q
-    cdef bint quick = n >= s.qneed
-    if quick:
-        memcpy(&q, pl + s.off, 8)       # n >= off + 8: inside the payload
-        if (q & s.qmask) != s.qval:
-            return False
     if s.proto != 0 and ((p.flags & PF_PROTO) == 0 or p.proto != s.proto):
         return False
     if n < s.min_len or n > s.max_len:
@@ -171,16 +173,28 @@ cdef inline uint32_t _match_payload(const rules_t* r, const pkt_t* p, const uint
     # wins a tie, so one of equal priority is still tried).  0: no match.
     cdef const sigbucket_t* b = &r.buckets[r.sig_class[p.proto] if (p.flags & PF_PROTO)
                                            else SIG_CLASS_OTHER][pl[0]]
-    cdef uint32_t k
-    cdef const paysig_t* s
+    cdef const sigref_t* e
+    cdef const sigref_t* end
+    cdef uint64_t q
     if b.top < floor:
         return 0
-    for k in range(b.start, b.start + b.count):
-        s = &r.sigs[r.bucket_idx[k]]
-        if (s.verdict >> 16) < floor:
-            break
-        if _sig_match(r, s, p, pl, n):
-            return s.verdict
+    e = r.refs + b.start
+    end = e + b.count
+    if n >= 8:
+        memcpy(&q, pl, 8)
+        while e < end:
+            if (e.verdict >> 16) < floor:
+                break
+            if (q & e.qmask) == e.qval and _sig_match(r, &r.sigs[e.sig], p, pl, n, True):
+                return e.verdict
+            e += 1
+    else:
+        while e < end:
+            if (e.verdict >> 16) < floor:
+                break
+            if _sig_match(r, &r.sigs[e.sig], p, pl, n, False):
+                return e.verdict
+            e += 1
     return 0
 
 
@@ -339,7 +353,8 @@ cdef inline uint32_t _port_pick(const uint32_t* tab, uint16_t sport,
 
 
 cdef inline uint32_t _better(uint32_t cand, uint32_t best) noexcept nogil:
-    return cand if (cand >> 16) > (best >> 16) else best
+    # cand's priority above best's: cand above every verdict of best's priority
+    return cand if cand > (best | 0xFFFFu) else best
 
 
 cdef inline uint32_t _inner_verdict(const rules_t* r, const uint8_t* pl,
@@ -468,29 +483,27 @@ _PORT_PROTOS = {6: 0, 17: 1, 132: 2}
 
 
 cdef void _sig_quick(paysig_t* s, list pat):
-    # The quick-reject word of a signature (paysig_t.qmask/qval): for each of the
-    # pattern's first 8 bytes, the bits any matching byte must have -- all of a
-    # masked exact byte, the high bits the two ends of a range share -- and whether
-    # that word alone decides the pattern (qfull).
-    cdef int j
+    # The quick-reject word of a signature (paysig_t.qmask/qval), over payload bytes
+    # [0, 8): for each pattern byte that falls there, the bits any matching byte must
+    # have -- all of a masked exact byte, the high bits the two ends of a range share
+    # -- and whether that word alone decides the pattern (qfull).
+    cdef int j, at
     qm = bytearray(8)
     qv = bytearray(8)
-    full = len(pat) <= 8
-    for j, (m, lo, hi) in enumerate(pat[:8]):
+    full = s.off + len(pat) <= 8
+    for j, (m, lo, hi) in enumerate(pat):
+        at = s.off + j
+        if at >= 8:
+            break
         low = (1 << (lo ^ hi).bit_length()) - 1
-        qm[j] = m & ~low & 0xFF
-        qv[j] = lo & qm[j]
+        qm[at] = m & ~low & 0xFF
+        qv[at] = lo & qm[at]
         exact = ((m == 0 and lo == 0) or (lo == hi and (lo & ~m) == 0)
                  or (m == 0xFF and (lo & low) == 0 and hi == (lo | low)))
         full = full and exact
     s.qmask = int.from_bytes(qm, sys.byteorder)
     s.qval = int.from_bytes(qv, sys.byteorder)
-    if s.qmask == 0:
-        s.qneed = 0xFFFFFFFF
-        s.qfull = 0
-    else:
-        s.qneed = <uint32_t>s.off + 8
-        s.qfull = full
+    s.qfull = full
 
 
 cdef class RuleCore:
@@ -514,7 +527,7 @@ cdef class RuleCore:
             for i in range(3):
                 free(self.r.port_tab[i])
             free(self.r.sigs)
-            free(self.r.bucket_idx)
+            free(self.r.refs)
             free(self.r.hints)
             free(self.r.suffixes)
             free(self.r.sfx_slots)
@@ -638,8 +651,8 @@ cdef class RuleCore:
                     if s.off != 0 or s.patlen == 0 or s.lo[0] <= (b & s.mask[0]) <= s.hi[0]:
                         buckets[c][nb].append(i)
         cnt = sum(len(x) for bc in buckets for x in bc)
-        r.bucket_idx = <uint32_t*>malloc(max(cnt, 1) * sizeof(uint32_t))
-        if r.bucket_idx == NULL:
+        r.refs = <sigref_t*>malloc(max(cnt, 1) * sizeof(sigref_t))
+        if r.refs == NULL:
             raise MemoryError()
         j = 0
         for c in range(3):
@@ -648,7 +661,10 @@ cdef class RuleCore:
                 r.buckets[c][nb].count = len(buckets[c][nb])
                 r.buckets[c][nb].top = (r.sigs[buckets[c][nb][0]].verdict >> 16) if buckets[c][nb] else 0
                 for i in buckets[c][nb]:
-                    r.bucket_idx[j] = i
+                    r.refs[j].qmask = r.sigs[i].qmask
+                    r.refs[j].qval = r.sigs[i].qval
+                    r.refs[j].verdict = r.sigs[i].verdict
+                    r.refs[j].sig = i
                     j += 1
 
         r.n_hints = max(n_labels, 1)
