@@ -597,6 +597,40 @@ cdef flow_t* flow_lookup(const fctx_t* c, const fkey_t* k, uint32_t now,
     return f
 
 
+cdef inline bint flow_fast4(const pkt_t* p) noexcept nogil:
+    # The packets flow_probe4() serves: IPv4, a port protocol, ports decoded, not a
+    # fragment (flow_key() would key them on their own addresses and ports, with the
+    # hash flow_hash_pkt() gives).
+    return ((p.flags & (PF_IP | PF_PROTO | PF_PORTS | PF_FRAG)) == (PF_IP | PF_PROTO | PF_PORTS)
+            and p.ipver == 4 and _port_proto(p.proto))
+
+
+cdef inline flow_t* flow_probe4(const ftab_t* t, const pkt_t* p, uint64_t h,
+                                int* d) noexcept nogil:
+    """The flow of a flow_fast4() packet if the table holds it (`*d` its direction),
+    else NULL: exactly the slot flow_lookup() returns for it as an existing flow,
+    without building the key.  `h`: flow_hash_pkt(p)."""
+    cdef uint32_t fwd = (<uint32_t>p.sport << 16) | p.dport
+    cdef uint32_t rev = (<uint32_t>p.dport << 16) | p.sport
+    cdef uint32_t s4 = _ld32(p.src), d4 = _ld32(p.dst)
+    cdef uint64_t i = h >> t.shift
+    cdef int n
+    cdef const flow_t* f
+    for n in range(<int>t.probe):
+        f = &t.slots[i]
+        if f.state == 0:
+            return NULL
+        if f.proto == p.proto and (f.state & FL_V6) == 0:
+            if f.ports == fwd and _ld32(f.a) == s4 and _ld32(f.b) == d4:
+                d[0] = 0
+                return <flow_t*>f
+            if f.ports == rev and _ld32(f.a) == d4 and _ld32(f.b) == s4:
+                d[0] = 1
+                return <flow_t*>f
+        i = (i + 1) & t.mask
+    return NULL
+
+
 cdef void flow_delete(ftab_t* t, uint64_t i) noexcept nogil:
     """Empty slot i, shifting later entries of its probe run back (no tombstones)."""
     cdef uint64_t j = i, k
