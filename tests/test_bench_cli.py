@@ -163,13 +163,18 @@ def test_compare_lists_missing_tools(capture, tmp_path):
     out = res.stdout.decode()
     for name in ("tcpdump", "tshark", "ndpiReader", "dpkt+pytricia"):
         assert f"missing: {name}" in out
+    # ratios to the full path and to the default path with flow state, side by side
+    assert "full path x" in out and "+ flows x" in out
 
 
 def test_compare_runs_installed_tools(capture):
     import shutil
 
     res = nk_bench(capture, "--compare", "--repeat", 1, "--json", "--stages", "aggregate")
-    cmp_ = json.loads(res.stdout)["compare"]
+    doc = json.loads(res.stdout)
+    cmp_ = doc["compare"]
+    assert cmp_["nkstream_full_path_pps"] == doc["stages"]["aggregate"]["pps_median"]
+    assert cmp_["nkstream_in_process_stage"] == "flows"      # flow state on by default
     by = {t["name"].split()[0]: t for t in cmp_["tools"]}
     for tool in ("tcpdump", "tshark", "ndpiReader"):
         if shutil.which(tool):
@@ -177,6 +182,9 @@ def test_compare_runs_installed_tools(capture):
             assert by[tool]["packets"] > 0 and by[tool]["pps"] > 0
             assert by[tool]["nkstream_ratio"] == pytest.approx(
                 cmp_["nkstream_in_process_pps"] / by[tool]["pps"])
+            # the issues' full path (no flow state) is the aggregate stage measured here
+            assert by[tool]["nkstream_full_path_ratio"] == pytest.approx(
+                cmp_["nkstream_full_path_pps"] / by[tool]["pps"])
         else:
             assert tool in {m["name"] for m in cmp_["missing"]}
     if "ndpiReader" in by:
