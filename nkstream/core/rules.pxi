@@ -651,6 +651,9 @@ cdef class RuleCore:
                     if s.off != 0 or s.patlen == 0 or s.lo[0] <= (b & s.mask[0]) <= s.hi[0]:
                         buckets[c][nb].append(i)
         cnt = sum(len(x) for bc in buckets for x in bc)
+        if max(len(x) for bc in buckets for x in bc) > 0xFFFF:
+            raise ValueError("more than 65535 payload signatures admit the same first "
+                             "byte (sigbucket_t.count)")
         r.refs = <sigref_t*>malloc(max(cnt, 1) * sizeof(sigref_t))
         if r.refs == NULL:
             raise MemoryError()
