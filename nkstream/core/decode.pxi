@@ -717,17 +717,25 @@ cdef inline bint decode_common(const uint8_t* f, uint32_t caplen, pkt_t* out) no
     return True
 
 
+cdef uint16_t decode_general(const uint8_t* frame, uint32_t caplen, uint32_t linktype,
+                             pkt_t* out) noexcept nogil:
+    """The general decoder, layer by layer, into a zeroed *out (what decode_common()
+    declined, or a link type it does not serve); returns out.error."""
+    if caplen > MAX_DECODE_LEN:
+        # Only headers are read; bounding the length keeps every `off + n` below
+        # 2**32 (headers add at most a few hundred KiB to an offset).  decode_common()
+        # needs no such bound: its offsets stay below 18 + 60 + 65535.
+        caplen = MAX_DECODE_LEN
+    return decode_link(frame, 0, caplen, linktype, 0, out)
+
+
 cdef uint16_t decode_packet(const uint8_t* frame, uint32_t caplen, uint32_t linktype,
                             pkt_t* out) noexcept nogil:
     """Decode one frame into *out; returns (and stores) out.error, 0 = fully decoded."""
     NKS_ZERO(out)
-    if caplen > MAX_DECODE_LEN:
-        # Only headers are read; bounding the length keeps every `off + n` below
-        # 2**32 (headers add at most a few hundred KiB to an offset).
-        caplen = MAX_DECODE_LEN
     if linktype == LT_EN10MB and decode_common(frame, caplen, out):
         return ERR_NONE
-    return decode_link(frame, 0, caplen, linktype, 0, out)
+    return decode_general(frame, caplen, linktype, out)
 
 
 cdef inline void restore_vlan(const rec_t* r, pkt_t* p) noexcept nogil:
@@ -750,15 +758,11 @@ cdef inline uint16_t decode_record(const uint8_t* base, const rec_t* r,
                                    pkt_t* out) noexcept nogil:
     """decode_packet() of one batch record (its frame at base + r.off), with the VLAN
     tag AF_PACKET stripped put back; returns out.error."""
-    # The common frame straight through, here, without a call (decode_packet() tries
-    # it again, harmlessly, before the general decoder).  decode_common() needs no
-    # MAX_DECODE_LEN clamp: its offsets stay below 18 + 60 + 65535, each checked
-    # against caplen, so no sum comes near 2**32.
-    if r.linktype == LT_EN10MB and r.vlan_tpid == 0:
-        NKS_ZERO(out)
-        if decode_common(base + r.off, r.caplen, out):
-            return ERR_NONE
-    decode_packet(base + r.off, r.caplen, r.linktype, out)
+    # decode_packet() written out here, so that the common frame is decoded without
+    # a call; only the general decoder is one.
+    NKS_ZERO(out)
+    if not (r.linktype == LT_EN10MB and decode_common(base + r.off, r.caplen, out)):
+        decode_general(base + r.off, r.caplen, r.linktype, out)
     if r.vlan_tpid != 0:
         restore_vlan(r, out)
     return out.error
