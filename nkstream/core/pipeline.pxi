@@ -382,50 +382,6 @@ cdef inline void _ann(fann_t* o, Py_ssize_t i, const sides_t* s, uint32_t peer,
     o.fid[i] = fid
 
 
-cdef inline bint _flow_count_settled(const fctx_t* c, flow_t* f, int d, const pkt_t* p,
-                                     const rec_t* rec) noexcept nogil:
-    # A flow_probe4() packet of flow f whose count needs nothing but the slot: the
-    # flow is live (not idle past its timeout, not a closed TCP flow reopened by a
-    # SYN), its lookups are cached and its verdict is settled -- fixed (FL_STRONG), or
-    # given up with this direction's fallback tag known.  Counts it exactly as the
-    # general path in _process_batch_flows() does and returns True; else changes
-    # nothing and returns False.
-    cdef ftab_t* t = c.t
-    cdef uint32_t now = <uint32_t>(<uint64_t>rec.ts_ns >> FLOW_TIME_SHIFT)
-    cdef uint8_t tf = p.tcp_flags if p.proto == 6 else 0
-    cdef uint16_t tag
-    cdef uint32_t peer
-    cdef fside_t look
-    cdef sides_t s
-    if (f.state & (FL_STRONG | FL_GAVEUP)) == 0 or not _fc_valid(f):
-        return False
-    if (f.state & FL_STRONG) == 0 and f.seen[d] == 0:
-        return False
-    if _flow_expired(t, f, now):
-        return False
-    if (tf & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN and _flow_class(f) == FT_TCP_CLOSED:
-        return False
-    flow_note_time(t, now)
-    _fc_get(f, &look)
-    _sides_of(&look, d, &s)
-    agg_count_packet(c.a, rec.wirelen, rec.caplen, p.error, s.watch != 0)
-    if <int32_t>(now - f.last) > 0:
-        f.last = now
-    if p.proto == 6:
-        if tf & TCPF_RST:
-            f.state |= FL_RST
-        if tf & TCPF_FIN:
-            f.state |= FL_FIN0 if d == 0 else FL_FIN1
-    if f.state & FL_STRONG:
-        tag = f.tag
-        peer = f.sni if f.sni != 0 else s.peer
-    else:
-        tag = f.ftag[d]             # a port protocol: not an IP-in-IP tunnel
-        peer = s.peer
-    agg_add(c.a, s.watch, s.direction, peer, tag, 1, rec.wirelen, 0)
-    return True
-
-
 cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n,
                                const rules_t* rules, const fctx_t* c,
                                fann_t* ann) noexcept nogil:
@@ -442,7 +398,7 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
     cdef flow_t* f
     cdef fside_t look
     cdef int d
-    cdef bint created
+    cdef bint created, keyed, expired
     cdef uint32_t sni, wl, now
     cdef uint16_t tag
     cdef uint8_t strong, tf
@@ -470,16 +426,13 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
             p = &blk[cur][j]
             frame = base + r[i].off
             wl = r[i].wirelen
-            # Most packets belong to an IPv4 flow already in the table: find it
-            # without building the key, and count it at once when its verdict is
-            # settled (_flow_count_settled); else the general path below goes on from
-            # the slot found.
+            # Most packets belong to an IPv4 flow already in the table: flow_probe4()
+            # finds its slot (the one flow_lookup() would return) without building
+            # the key, which is then built only to start a flow afresh in the slot.
             f = NULL
             if flow_fast4(p):
                 f = flow_probe4(t, p, hb[cur][j], &d)
-                if f != NULL and ann == NULL and _flow_count_settled(c, f, d, p, &r[i]):
-                    continue
-            if not flow_key(t, p, &k, hb[cur][j]):
+            if f == NULL and not flow_key(t, p, &k, hb[cur][j]):
                 _sides(p, c.w4, c.w6, c.p4, c.p6, &s)
                 agg_count_packet(a, wl, r[i].caplen, p.error, s.watch != 0)
                 sni = 0
@@ -490,26 +443,29 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
                 continue
             now = <uint32_t>(<uint64_t>r[i].ts_ns >> FLOW_TIME_SHIFT)
             flow_note_time(t, now)
-            if f != NULL:
-                created = False         # flow_probe4() found it, as flow_lookup() would
-            else:
+            keyed = f == NULL
+            if keyed:
                 f = flow_lookup(c, &k, now, &d, &created)
+            else:
+                created = False
             if not created:
                 # an existing flow: idle too long, or a closed TCP flow reopened by a SYN
                 # (RFC 9293 s3.5: a new incarnation of the connection)
-                tf = p.tcp_flags if k.proto == 6 else 0
-                if _flow_expired(t, f, now):
+                tf = p.tcp_flags if p.proto == 6 else 0
+                expired = _flow_expired(t, f, now)
+                if expired or ((tf & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN
+                               and _flow_class(f) == FT_TCP_CLOSED):
                     _flow_flush_pending(c, f)
-                    a.totals[TOT_FLOW_TIMEOUTS] += 1
-                    _flow_init(t, a, f, &k, now)
-                    d = 0
-                elif ((tf & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN and _flow_class(f) == FT_TCP_CLOSED):
-                    _flow_flush_pending(c, f)
+                    if expired:
+                        a.totals[TOT_FLOW_TIMEOUTS] += 1
+                    if not keyed:
+                        flow_key(t, p, &k, hb[cur][j])
                     _flow_init(t, a, f, &k, now)
                     d = 0
             # An IPv4 flow's addresses were looked up at its first packet: derive
-            # this packet's sides from those answers (no table walk).
-            if k.v6 == 0:
+            # this packet's sides from those answers (no table walk).  (The key's
+            # protocol and family are the packet's: p.proto, p.ipver.)
+            if p.ipver != 6:
                 if _fc_valid(f):
                     _fc_get(f, &look)
                 else:
@@ -524,7 +480,7 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
             agg_count_packet(a, wl, r[i].caplen, p.error, s.watch != 0)
             if <int32_t>(now - f.last) > 0:
                 f.last = now
-            if k.proto == 6:
+            if p.proto == 6:
                 tf = p.tcp_flags
                 if tf & TCPF_RST:
                     f.state |= FL_RST
@@ -542,7 +498,7 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
                 # none of it depends on the payload -- except through an IP-in-IP
                 # tunnel, whose inner packets vary.  Payload signatures are no longer
                 # looked for (nDPI likewise stops at giving up).
-                if f.seen[d] != 0 and k.proto != 4 and k.proto != 41:
+                if f.seen[d] != 0 and p.proto != 4 and p.proto != 41:
                     tag = f.ftag[d]
                 else:
                     tag = tag_packet(rules, p, frame, s.peer, &sni)
