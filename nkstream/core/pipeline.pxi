@@ -346,8 +346,7 @@ cdef inline void _decode_block(const uint8_t* base, const rec_t* r, Py_ssize_t b
                                Py_ssize_t m, Py_ssize_t n, pkt_t* blk, uint64_t* hb,
                                const ftab_t* t, const lpm4_t* p4) noexcept nogil:
     # Decode packets b0..b0+m-1, hash their flow keys (no IP header: 0) and start the
-    # cache misses on the fingerprint bytes of their probe windows (32 bytes: one
-    # line, or two when they straddle).
+    # cache misses on their flow slots.
     cdef Py_ssize_t j, i
     cdef uint64_t h
     cdef pkt_t* p
@@ -360,8 +359,9 @@ cdef inline void _decode_block(const uint8_t* base, const rec_t* r, Py_ssize_t b
         if p.flags & PF_IP:
             hb[j] = flow_hash_pkt(p)
             h = hb[j] >> t.shift
-            NKS_PREFETCH_LINE(t.fp + h)
-            NKS_PREFETCH_LINE(t.fp + h + FLOW_PROBE_MAX - 1)
+            NKS_PREFETCH_LINE(&t.slots[h])
+            NKS_PREFETCH_LINE(&t.slots[(h + 1) & t.mask])
+            NKS_PREFETCH_LINE(&t.slots[(h + 2) & t.mask])
             if p.ipver == 4 and p.proto == 6 and (p.tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN:
                 # a TCP SYN opens a flow, whose first packet looks both addresses up
                 # in the peer table: start those misses too (the watch table and the
@@ -370,16 +370,6 @@ cdef inline void _decode_block(const uint8_t* base, const rec_t* r, Py_ssize_t b
                 _lpm4_prefetch(p4, p.dst4)
         else:
             hb[j] = 0
-
-
-cdef inline void _prefetch_block(const ftab_t* t, const pkt_t* blk, const uint64_t* hb,
-                                Py_ssize_t m) noexcept nogil:
-    # Start the cache misses on the flow slots of a decoded block: the slot each
-    # packet's lookup will read, found from the fingerprints (flow_prefetch).
-    cdef Py_ssize_t j
-    for j in range(m):
-        if blk[j].flags & PF_IP:
-            flow_prefetch(t, hb[j])
 
 
 cdef inline void _ann(fann_t* o, Py_ssize_t i, const sides_t* s, uint32_t peer,
@@ -400,16 +390,12 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
     flow's verdict (then they are counted under it) or the inspection budget runs out
     (then under their own tags); later packets take the verdict without tagging."""
     cdef Py_ssize_t i
-    cdef pkt_t blk[3][FLOW_BLOCK]
-    cdef uint64_t hb[3][FLOW_BLOCK]
-    cdef uint64_t ins
-    cdef uint32_t bnow = c.t.now
-    cdef uint32_t bhas = c.t.has_now
+    cdef pkt_t blk[2][FLOW_BLOCK]
+    cdef uint64_t hb[2][FLOW_BLOCK]
     cdef pkt_t* p
-    cdef sides_t s, s1
+    cdef sides_t s
     cdef fkey_t k
     cdef flow_t* f
-    cdef uint32_t tv
     cdef fside_t look
     cdef int d
     cdef bint created, keyed, expired
@@ -420,33 +406,21 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
     cdef ftab_t* t = c.t
     cdef agg_t* a = c.a
     cdef Py_ssize_t b0 = 0, nb0, j, m, nm
-    cdef int cur = 0, nxt, nxt2
-    # Software pipelining by blocks of FLOW_BLOCK packets, three blocks deep: block
-    # k+2 is decoded and hashed and the fingerprint bytes of its probe windows are
-    # prefetched; block k+1, whose fingerprints have arrived, has the one slot line
-    # each of its lookups will read prefetched (the matching slot, or the empty slot
-    # a new flow takes); block k is processed.  One flow lookup is a random access
-    # into a table far bigger than the caches; the prefetches of a whole block
-    # overlap each other and the block in hand (docs/flows.md, "Cost").  The
-    # prefetches are hints only: a block's lookups read the fingerprints again.
+    cdef int cur = 0
+    # Software pipelining by blocks of FLOW_BLOCK packets: while block k is
+    # processed, block k+1 is already decoded and hashed and its flow slots (the home
+    # slot and the two after it, for a displaced key or a new flow's free slot) are
+    # on their way into cache.  One flow lookup is a random access into a table far
+    # bigger than the caches; the prefetches of a whole block overlap each other and
+    # the block in hand (docs/flows.md, "Cost").
     m = n if n < FLOW_BLOCK else FLOW_BLOCK
     _decode_block(base, r, 0, m, n, blk[0], hb[0], t, c.p4)
-    if m < n:
-        nm = n - m if n - m < FLOW_BLOCK else FLOW_BLOCK
-        _decode_block(base, r, m, nm, n, blk[1], hb[1], t, c.p4)
-    _prefetch_block(t, blk[0], hb[0], m)
     while b0 < n:
         m = n - b0 if n - b0 < FLOW_BLOCK else FLOW_BLOCK
         nb0 = b0 + m
-        nxt = 0 if cur == 2 else cur + 1
-        nxt2 = 0 if nxt == 2 else nxt + 1
         if nb0 < n:
             nm = n - nb0 if n - nb0 < FLOW_BLOCK else FLOW_BLOCK
-            if nb0 + nm < n:
-                _decode_block(base, r, nb0 + nm,
-                              n - nb0 - nm if n - nb0 - nm < FLOW_BLOCK else FLOW_BLOCK,
-                              n, blk[nxt2], hb[nxt2], t, c.p4)
-            _prefetch_block(t, blk[nxt], hb[nxt], nm)
+            _decode_block(base, r, nb0, nm, n, blk[cur ^ 1], hb[cur ^ 1], t, c.p4)
         for j in range(m):
             i = b0 + j
             p = &blk[cur][j]
@@ -456,10 +430,9 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
             # finds its slot (the one flow_lookup() would return) without building
             # the key, which is then built only to start a flow afresh in the slot.
             f = NULL
-            ins = FLOW_NO_SLOT
             if flow_fast4(p):
-                f = flow_probe4(t, p, hb[cur][j], &d, &ins)
-            if f == NULL and ins == FLOW_NO_SLOT and not flow_key(t, p, &k, hb[cur][j]):
+                f = flow_probe4(t, p, hb[cur][j], &d)
+            if f == NULL and not flow_key(t, p, &k, hb[cur][j]):
                 _sides(p, c.w4, c.w6, c.p4, c.p6, &s)
                 agg_count_packet(a, wl, r[i].caplen, p.error, s.watch != 0)
                 sni = 0
@@ -469,18 +442,10 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
                     _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, 0)
                 continue
             now = <uint32_t>(<uint64_t>r[i].ts_ns >> FLOW_TIME_SHIFT)
-            if not bhas or <int32_t>(now - bnow) > 0:     # flow_note_time, in registers
-                bnow = now
-                bhas = 1
+            flow_note_time(t, now)
             keyed = f == NULL
             if keyed:
-                if ins != FLOW_NO_SLOT:
-                    # flow_probe4 missed and found the empty slot the flow starts in
-                    f = _flow_new4(c, ins, p, hb[cur][j], now)
-                    d = 0
-                    created = True
-                else:
-                    f = flow_lookup(c, &k, now, &d, &created)
+                f = flow_lookup(c, &k, now, &d, &created)
             else:
                 created = False
             if not created:
@@ -509,13 +474,6 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
                         look.ws, look.wd = look.wd, look.ws
                         look.ps, look.pd = look.pd, look.ps
                     _fc_put(f, &look)
-                    if _port_proto(p.proto):
-                        # and the table verdict of each direction (the ports in
-                        # either order give the same one: only the peer differs)
-                        tv = tag_tables(rules, p, frame, 0)      # label 0: none, no hint
-                        _sides_of(&look, 0, &s)
-                        _sides_of(&look, 1, &s1)
-                        _fv_put(f, tag_hinted(rules, tv, s.peer), tag_hinted(rules, tv, s1.peer))
                 _sides_of(&look, d, &s)
             else:
                 _sides(p, c.w4, c.w6, c.p4, c.p6, &s)
@@ -549,10 +507,7 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
                     _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, t.ids[f - t.slots])
                 continue
             strong = 0
-            if p.ipver == 4 and _port_proto(p.proto):
-                tag = tag_payload(rules, p, frame, _fv_get(f, d), &sni, &strong)
-            else:
-                tag = tag_packet_ex(rules, p, frame, s.peer, &sni, &strong)
+            tag = tag_packet_ex(rules, p, frame, s.peer, &sni, &strong)
             if <uint64_t>f.pbytes[d] + wl > 0xFFFFFFFFU:
                 # cannot hold it (a multi-GiB TSO frame): give up on this flow now
                 f.state |= FL_GAVEUP
@@ -588,7 +543,4 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
                 _flow_emit(c, f, 0, f.ftag[0], 0, &s if d == 0 else NULL, False)
                 _flow_emit(c, f, 1, f.ftag[1], 0, &s if d == 1 else NULL, False)
         b0 = nb0
-        cur = nxt
-    # the latest packet time, for the expiry sweep (flow_note_time)
-    t.now = bnow
-    t.has_now = bhas
+        cur ^= 1

@@ -419,31 +419,16 @@ cdef inline uint16_t tag_packet_ex(const rules_t* r, const pkt_t* p, const uint8
     named a service label (the flow table fixes a flow's verdict on such a packet),
     and left as the caller set it (0) when it came from the port / protocol / GRE /
     peer-label tables or nothing matched."""
-    return tag_payload(r, p, frame, tag_tables(r, p, frame, peer_label), sni_label, strong)
-
-
-cdef inline uint32_t tag_hinted(const rules_t* r, uint32_t tb, uint32_t peer_label) noexcept nogil:
-    # tb with the peer label's hint, when it has one and ranks above
-    if peer_label < r.n_hints:
-        return _better(r.hints[peer_label], tb)
-    return tb
-
-
-cdef inline uint32_t tag_tables(const rules_t* r, const pkt_t* p, const uint8_t* frame,
-                                uint32_t peer_label) noexcept nogil:
-    """The table verdict (priority << 16 | tag; 0: none) of a packet: GRE, ports,
-    IP protocol (for IP-in-IP the inner header's), then the peer label's hint.
-    Payload signatures and the SNI are tag_payload()'s.  For a TCP / UDP / SCTP /
-    UDP-Lite packet it depends only on the protocol, the pair of ports (in either
-    order: _port_pick is symmetric) and the peer label, so the flow table keeps it
-    per flow and direction (flows.pxi, _fv_get)."""
-    cdef uint32_t tb = 0
+    cdef uint32_t best = 0, tb = 0, sb = 0, n, off, nlen
     cdef uint16_t f = p.flags
     cdef int k
+    cdef const uint8_t* pl
+    cdef const suffix_t* sx
     cdef const uint32_t* tab
-    # More specific before less specific, so that at equal priority the GRE rule
-    # beats the IP protocol 47 rule and a port rule beats its transport's protocol
-    # rule.
+    # Table verdicts first (a few loads): they set the floor below which no payload
+    # signature needs to be tried.  More specific before less specific, so that at
+    # equal priority the GRE rule beats the IP protocol 47 rule and a port rule
+    # beats its transport's protocol rule.
     if f & PF_GRE:
         for k in range(<int>r.n_gre):
             if r.gre[k].ver == p.gre_ver and (r.gre[k].any_ptype or r.gre[k].ptype == p.gre_ptype):
@@ -460,25 +445,12 @@ cdef inline uint32_t tag_tables(const rules_t* r, const pkt_t* p, const uint8_t*
             tb = _inner_verdict(r, frame + p.l4_off, p.l4_len)
             if tb == 0:
                 tb = r.proto_tab[p.proto]
+            f = f & ~PF_PAYLOAD        # an IP header, not an L4 payload to match
         else:
             tb = _better(r.proto_tab[p.proto], tb)
-    return tag_hinted(r, tb, peer_label)
-
-
-cdef inline uint16_t tag_payload(const rules_t* r, const pkt_t* p, const uint8_t* frame,
-                                 uint32_t tb, uint32_t* sni_label,
-                                 uint8_t* strong) noexcept nogil:
-    """tag_packet_ex() given the packet's table verdict `tb` (tag_tables()): the
-    payload signatures (only those ranking at or above tb: it is their floor) and
-    the ClientHello SNI, then the winner of the three."""
-    cdef uint32_t best = 0, sb = 0, n, off, nlen
-    cdef uint16_t f = p.flags
-    cdef int k
-    cdef const uint8_t* pl
-    cdef const suffix_t* sx
-    if (f & PF_PAYLOAD) and p.l4_len != 0 and not (
-            (f & PF_PROTO) and (p.proto == 4 or p.proto == 41)):
-        # (an IP-in-IP payload is an IP header, not an L4 payload to match)
+    if peer_label < r.n_hints:
+        tb = _better(r.hints[peer_label], tb)
+    if (f & PF_PAYLOAD) and p.l4_len != 0:
         pl = frame + p.l4_off
         n = p.l4_len
         if r.n_sigs != 0:
