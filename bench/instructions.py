@@ -27,8 +27,9 @@ import sys, numpy as np
 from nkstream.capture import open_capture
 from nkstream.config import load_config
 from nkstream.bench import classifiers
-path, stage, bp, skip, k, fcap = (sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
-                                  int(sys.argv[5]), int(sys.argv[6]))
+path, stage, bp, skip, k, fcap, warm = (sys.argv[1], sys.argv[2], int(sys.argv[3]),
+                                        int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]),
+                                        int(sys.argv[7]))
 cfg = load_config(None)
 if fcap:
     cfg.flow_capacity = fcap
@@ -38,7 +39,9 @@ batches = []
 with open_capture(path, batch_packets=bp) as cap:
     it = iter(cap)
     for _ in range(skip):
-        next(it)
+        b = next(it)
+        if warm:    # the same in both runs: cancels out of the difference
+            clf.process(np.frombuffer(bytes(b.data), np.uint8), b.recs.copy())
     for _ in range(3):
         b = next(it)
         batches.append((np.frombuffer(bytes(b.data), np.uint8), b.recs.copy()))
@@ -49,11 +52,11 @@ for data, recs in batches[:k]:
 MARK = re.compile(r'^\s*/\* "([^"]+)":(\d+)')
 
 
-def run(path, stage, bp, skip, k, fcap, out):
+def run(path, stage, bp, skip, k, fcap, warm, out):
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no", "--branch-sim=yes",
                     f"--cachegrind-out-file={out}", sys.executable, "-c", CHILD, path, stage,
-                    str(bp), str(skip), str(k), str(fcap)], env=env, check=True,
+                    str(bp), str(skip), str(k), str(fcap), str(int(warm))], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -73,6 +76,35 @@ def counts(path, cfile):
     return out
 
 
+DEF = re.compile(r"^\s*(?:cdef|cpdef|def)\s+(?:inline\s+)?(?:[\w\*\[\]]+\s+)*?(\w+)\s*\(")
+
+
+def by_function(per, top):
+    """Sum per-line counts into (file, line of the function's definition)."""
+    starts = {}
+    out = collections.defaultdict(lambda: [0, 0, 0])
+    for key, v in per.items():
+        fkey = key
+        if key:
+            fn = os.path.join(top, key[0])
+            if fn not in starts:
+                st = []
+                try:
+                    with open(fn) as f:
+                        for i, line in enumerate(f, 1):
+                            if DEF.match(line):
+                                st.append(i)
+                except OSError:
+                    pass
+                starts[fn] = st
+            prev = [i for i in starts[fn] if i <= key[1]]
+            fkey = (key[0], prev[-1]) if prev else key
+        w = out[fkey]
+        for i in range(3):
+            w[i] += v[i]
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("capture")
@@ -82,14 +114,19 @@ def main(argv=None):
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--flow-capacity", type=int, default=0,
                     help="flow table slots (default: the configuration's)")
+    ap.add_argument("--warm", action="store_true",
+                    help="classify the skipped batches too (flow state built up), not "
+                         "only read past them")
+    ap.add_argument("--by-function", action="store_true",
+                    help="sum the lines per function of the .pxi sources")
     a = ap.parse_args(argv)
     import nkstream._core as core
     root = os.path.dirname(core.__file__)
     csrc = os.path.join(root, "_core.c")
     with tempfile.TemporaryDirectory() as tmp:
         one, three = os.path.join(tmp, "cg.1"), os.path.join(tmp, "cg.3")
-        run(a.capture, a.stage, a.batch, a.skip, 1, a.flow_capacity, one)
-        run(a.capture, a.stage, a.batch, a.skip, 3, a.flow_capacity, three)
+        run(a.capture, a.stage, a.batch, a.skip, 1, a.flow_capacity, a.warm, one)
+        run(a.capture, a.stage, a.batch, a.skip, 3, a.flow_capacity, a.warm, three)
         c1, c3 = counts(one, "nkstream/_core.c"), counts(three, "nkstream/_core.c")
     # the .pxi line each generated C line comes from
     where, cur = {}, None
@@ -105,6 +142,8 @@ def main(argv=None):
         for i in range(3):
             v[i] += c3[ln][i] - c1[ln][i]
     n = 2 * a.batch
+    if a.by_function:
+        per = by_function(per, os.path.dirname(root))
     total = sum(v[0] for v in per.values())
     if total == 0:
         sys.exit("no line counts: build with NKSTREAM_DEBUGINFO=1 (see the docstring)")

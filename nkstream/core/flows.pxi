@@ -98,8 +98,10 @@ cdef extern from *:
     """
     /* no label id reaches it: LPM entries keep bit 31 for LPM_EXT */
     #define NKS_SIDES_UNSET 0xFFFFFFFFu
+    #define NKS_FLOW_NO_SLOT UINT64_MAX
     """
     const uint32_t SIDES_UNSET "NKS_SIDES_UNSET"
+    const uint64_t FLOW_NO_SLOT "NKS_FLOW_NO_SLOT"
 
 
 cdef inline uint32_t _ld32(const uint8_t* p) noexcept nogil:
@@ -552,6 +554,29 @@ cdef inline void _flow_init(ftab_t* t, agg_t* a, flow_t* f, const fkey_t* k,
         t.ids[f - t.slots] = t.next_id
 
 
+cdef bint _flow_evict_delete(const fctx_t* c, uint64_t home, uint32_t now) noexcept nogil:
+    # End the longest-idle flow of the probe window from `home` (counted as an
+    # eviction, its pending packets counted) and delete it: the table gains an
+    # empty slot.  False when the window holds no flow.
+    cdef ftab_t* t = c.t
+    cdef uint64_t j, victim = FLOW_NO_SLOT
+    cdef int n
+    cdef int32_t age, oldest = -0x7FFFFFFF - 1
+    for n in range(<int>t.probe):
+        j = (home + <uint64_t>n) & t.mask
+        if t.slots[j].state != 0:
+            age = <int32_t>(now - t.slots[j].last)
+            if age > oldest:
+                oldest = age
+                victim = j
+    if victim != FLOW_NO_SLOT:
+        _flow_flush_pending(c, &t.slots[victim])
+        c.a.totals[TOT_FLOW_EVICTIONS] += 1
+        flow_delete(t, victim)
+        return True
+    return False
+
+
 cdef flow_t* flow_lookup(const fctx_t* c, const fkey_t* k, uint32_t now,
                          int* d, bint* created) noexcept nogil:
     """The flow of key `k`, created if new (`*created`; `*d` = 0 for the initiator's
@@ -566,6 +591,13 @@ cdef flow_t* flow_lookup(const fctx_t* c, const fkey_t* k, uint32_t now,
     for n in range(<int>t.probe):
         f = &t.slots[i]
         if f.state == 0:
+            if t.used + 1 >= t.capacity and _flow_evict_delete(c, k.h >> t.shift, now):
+                # It would take the table's last empty slot.  One always stays
+                # empty: it is what ends flow_delete's shifting (Knuth's Algorithm R
+                # assumes one; in a full table the shift comes round the ring and
+                # breaks probe runs, and a later packet misses its flow).  The
+                # window's longest-idle flow is evicted and deleted first.
+                return flow_lookup(c, k, now, d, created)
             _flow_init(t, c.a, f, k, now)
             t.used += 1
             d[0] = 0
@@ -807,6 +839,33 @@ cdef class FlowTable:
     def memory_bytes(self):
         """Fixed memory: slots x 64 bytes + the first-fragment table + header."""
         return self.t.capacity * sizeof(flow_t) + FRAG_SLOTS * sizeof(fragent_t) + sizeof(ftab_t)
+
+    def check(self):
+        """The table's invariants, for tests: [] when they hold, else what is wrong.
+        Every flow lies within the probe window from its home slot with no empty
+        slot between (a lookup stops at the first empty slot), at least one slot
+        is empty (flow_delete needs it), and `used` counts the flows."""
+        cdef uint64_t i, j, home, n = 0
+        cdef ftab_t* t = self.t
+        bad = []
+        for i in range(t.capacity):
+            if t.slots[i].state == 0:
+                continue
+            n += 1
+            home = _flow_home(t, &t.slots[i])
+            if ((i - home) & t.mask) >= t.probe:
+                bad.append(f"slot {i}: {(i - home) & t.mask} slots past its home {home}")
+            j = home
+            while j != i:
+                if t.slots[j].state == 0:
+                    bad.append(f"slot {i}: empty slot {j} between it and its home {home}")
+                    break
+                j = (j + 1) & t.mask
+        if n != t.used:
+            bad.append(f"used {t.used}, {n} flows in the slots")
+        if n >= t.capacity:
+            bad.append("no empty slot")
+        return bad
 
     def __len__(self):
         return self.t.used
