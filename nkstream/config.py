@@ -18,7 +18,7 @@ peer table and the shipped signature rules.  A file names its own tables and rul
 
     [flows]
     enabled = true
-    capacity = 1048576     # flow slots, 64 bytes each (docs/flows.md)
+    capacity = 1048576     # flow slots, 64 bytes + a fingerprint byte each (docs/flows.md)
     tcp_timeout = 300      # seconds idle (capture time) before a flow ends
     tcp_closed_timeout = 5 # after RST or FIN both ways
     udp_timeout = 120

@@ -277,9 +277,10 @@ def test_eviction_under_a_tiny_table(env):
     for e in ft.entries():
         assert (e["slot"] - e["home"]) % 16 < min(16, _core.FLOW_PROBE_WINDOW)
     assert ft.check() == []
-    # the bound does not move with the traffic: 16 slots whatever was seen
-    assert 16 * 64 + _core.FLOW_FRAG_SLOTS * 48 <= ft.memory_bytes <= (
-        16 * 64 + _core.FLOW_FRAG_SLOTS * 48 + 256)
+    # the bound does not move with the traffic: 16 slots (and their fingerprint
+    # bytes) whatever was seen
+    assert 16 * 65 + 64 + _core.FLOW_FRAG_SLOTS * 48 <= ft.memory_bytes <= (
+        16 * 65 + 64 + _core.FLOW_FRAG_SLOTS * 48 + 256)
     assert _core.FLOW_ENTRY_BYTES == 64
 
 
@@ -292,44 +293,61 @@ def test_probe_runs_stay_whole_through_evictions_and_timeouts(env, capacity):
     # the table fill within a batch; small tables put most runs across the wrap.
     # (Before the table kept one slot empty, a deletion from a full table broke
     # runs: FlowTable.check() failed here at every capacity but 16.)
-    rng = np.random.default_rng(capacity)
-    core, counters, ft = make(env, capacity=capacity, udp_timeout=1, tcp_timeout=2)
-    ts = T0
-    n_flows = 0
-    for rnd in range(12):
-        pk = []
-        for _ in range(3 * capacity):
-            ts += int(rng.integers(1, 60_000_000))
-            i = int(rng.integers(0, 4 * capacity))
-            if rng.random() < 0.5:
-                f = udp(CLIENT, SERVER, 10000 + i, 9999, b"q")
-            else:
-                f = tcp(SERVER, CLIENT, 443, 20000 + i, flags=ACK if rng.random() < 0.7 else SYN)
-            pk.append((ts, f))
-        data, recs = batch(pk)
-        core.process(data, recs)
-        assert ft.check() == [], rnd
-        assert len(ft) <= capacity
-        if rnd % 4 == 3:
-            snap = close(core, counters)
-            n_flows += snap["totals"]["flows"]
-            assert ft.check() == []
-    # a known flow is found again, wherever its slot: no new flow counted
-    e = ft.entries()
-    assert e
-    before = len(ft)
-    data, recs = batch([(ts, udp(CLIENT, SERVER, 10000 + i, 9999, b"q"))
-                        for i in range(4 * capacity)])
-    core.process(data, recs)
-    snap = close(core, counters)
-    assert ft.check() == []
-    assert snap["totals"]["flows"] + before >= len(ft)
+    # The same in both prefetch modes and switching between them every batch (the
+    # fingerprints rebuilt on entering deep mode, checked by check() there): the
+    # invariants hold after every batch, and every window counts exactly the same.
+    runs = {}
+    for mode in ("home", "deep", "switch"):
+        rng = np.random.default_rng(capacity)
+        core, counters, ft = make(env, capacity=capacity, udp_timeout=1, tcp_timeout=2)
+        ft.prefetch = "home" if mode == "switch" else mode
+        ts = T0
+        windows = []
+        for rnd in range(12):
+            if mode == "switch":
+                ft.prefetch = ("home", "deep")[rnd % 2]
+            pk = []
+            for _ in range(3 * capacity):
+                ts += int(rng.integers(1, 60_000_000))
+                i = int(rng.integers(0, 4 * capacity))
+                if rng.random() < 0.5:
+                    f = udp(CLIENT, SERVER, 10000 + i, 9999, b"q")
+                else:
+                    f = tcp(SERVER, CLIENT, 443, 20000 + i,
+                            flags=ACK if rng.random() < 0.7 else SYN)
+                pk.append((ts, f))
+            data, recs = batch(pk)
+            core.process(data, recs)
+            assert ft.deep_now == (mode == "deep" or (mode == "switch" and rnd % 2 == 1))
+            assert ft.check() == [], (mode, rnd)
+            assert len(ft) < capacity
+            if rnd % 4 == 3:
+                snap = close(core, counters)
+                assert ft.check() == []
+                windows.append((rows(snap), snap["totals"]))
+        runs[mode] = windows
+        if mode == "switch":
+            assert ft.fingerprint_rebuilds == 6
+    assert runs["home"] == runs["deep"] == runs["switch"]
+    assert runs["home"][0][1]["flow_evictions"] > 0       # the table did run full
+
+
+def test_prefetch_mode_setting():
+    ft = _core.FlowTable(1 << 12)
+    assert ft.prefetch == "auto" and not ft.deep_now
+    assert ft.deep_bytes > 0
+    ft.prefetch = "deep"
+    assert ft.prefetch == "deep"
+    with pytest.raises(ValueError):
+        ft.prefetch = "fast"
 
 
 def test_memory_is_fixed_by_the_capacity(env):
     ft = _core.FlowTable(1000)
     assert ft.capacity == 1024
-    assert 1024 * 64 + 4096 * 48 <= ft.memory_bytes <= 1024 * 64 + 4096 * 48 + 256
+    # a 64-byte slot and a fingerprint byte per flow, the first-fragment table, a
+    # header and the fingerprints' 64-byte tail
+    assert 1024 * 65 + 4096 * 48 + 64 <= ft.memory_bytes <= 1024 * 65 + 4096 * 48 + 64 + 256
     with pytest.raises(ValueError):
         _core.FlowTable(8)
     with pytest.raises(ValueError):
@@ -620,12 +638,14 @@ def _model_packets(env, data, recs, core):
     return out
 
 
+@pytest.mark.parametrize("prefetch", ["home", "deep"])
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(op, min_size=1, max_size=60), st.sampled_from([2, 3, 10]))
-def test_native_flow_state_matches_the_model(env, ops, n_inspect):
+def test_native_flow_state_matches_the_model(env, prefetch, ops, n_inspect):
     opts = dict(inspect_packets=n_inspect, inspect_bytes=3000, tcp_timeout=300,
                 tcp_closed_timeout=5, udp_timeout=120, other_timeout=60)
     core, counters, ft = make(env, capacity=1 << 16, **opts)
+    ft.prefetch = prefetch
     model = FlowModel(PyLpm(WATCH, env["watch"].labels), PyLpm(PEERS, env["peers"].labels),
                       lambda proto, sp, dp, peer: _core.tag_fields(env["rc"], proto=proto,
                                                                    sport=sp, dport=dp,

@@ -3,7 +3,8 @@ them (Classifier.walk_process), what `nkstream classify` and `nkstream bench` ru
 counts exactly what iterating the capture and calling process() on every batch
 counts: every public corpus capture (pcap, pcapng, gzip streams), flow state on and
 off, batches that end inside a walk chunk, and a capture cut inside its last record
-(same packets, same warning)."""
+(same packets, same warning); and the flow table's two prefetch modes (the
+fingerprint-guided "deep" one against "home") count exactly the same."""
 import numpy as np
 import pytest
 
@@ -13,8 +14,10 @@ from nkstream.classify import Classifier
 from nkstream.config import load_config
 
 
-def _run(path, flows, fused, batch):
+def _run(path, flows, fused, batch, prefetch=None):
     clf = Classifier.from_config(load_config(None), flows=flows)
+    if prefetch:
+        clf.flow_table.prefetch = prefetch
     recs = []
     with open_capture(path, batch_packets=batch) as cap:
         for b in (cap.processed(clf.core) if fused else cap):
@@ -33,12 +36,14 @@ def _run(path, flows, fused, batch):
 CAPTURES = corpus_captures()
 
 
-@pytest.mark.parametrize("flows", [False, True], ids=["per-packet", "flows"])
+@pytest.mark.parametrize("flows", [False, True, "deep"], ids=["per-packet", "flows", "flows-deep"])
 @pytest.mark.parametrize("path", CAPTURES, ids=[p.name for p in CAPTURES])
 def test_processed_counts_what_process_counts(path, flows):
-    # 1,500-packet batches: every batch ends inside a 1,024-record walk chunk
-    t0, rows0, recs0, w0 = _run(path, flows, False, 1500)
-    t1, rows1, recs1, w1 = _run(path, flows, True, 1500)
+    # 1,500-packet batches: every batch ends inside a 1,024-record walk chunk.
+    # "flows-deep": process() in the "home" prefetch mode, the fused reader "deep".
+    deep = flows == "deep"
+    t0, rows0, recs0, w0 = _run(path, bool(flows), False, 1500, "home" if deep else None)
+    t1, rows1, recs1, w1 = _run(path, bool(flows), True, 1500, "deep" if deep else None)
     assert t1 == t0 and rows1 == rows0 and w1 == w0
     assert (recs0 is None) == (recs1 is None)
     if recs0 is not None:

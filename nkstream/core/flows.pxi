@@ -12,7 +12,13 @@
 # Layout: open addressing with linear probing over `capacity` slots of one 64-byte
 # cache line each, allocated once.  A key lives at most FLOW_PROBE_MAX - 1 slots past
 # its home slot; a lookup stops at the first empty slot (deletion shifts entries
-# back, Knuth TAOCP 6.4 Algorithm R, so a probe sequence never has a hole).  When the
+# back, Knuth TAOCP 6.4 Algorithm R, so a probe sequence never has a hole).
+# Beside the slots, one byte per slot holds a fingerprint of its key's hash (0: the
+# slot is empty), so the 32 slots of a probe window are 32 bytes, read with two
+# vector compares: a lookup touches the one slot whose fingerprint matches (1 in
+# 255 of the others match by chance) instead of walking slot lines, and the
+# pipeline prefetches exactly that line (pipeline.pxi).  The bytes of slots 0..30
+# are mirrored after the last slot, so a window that wraps is still one load.  When the
 # FLOW_PROBE_MAX slots from the home slot are all taken by other flows, the flow in
 # that window idle the longest is evicted (its pending counts are flushed first, the
 # eviction is counted): the table never grows and no packet misses its flow silently.
@@ -25,17 +31,61 @@ cdef extern from *:
     """
     #if defined(__GNUC__) || defined(__clang__)
     #define NKS_PREFETCH_LINE(p) __builtin_prefetch((const void*)(p), 1, 3)
+    #define NKS_CTZ32(x) ((uint32_t)__builtin_ctz(x))
+    #endif
+    /* A prefetch the compiler must keep: gcc -O3 dropped the __builtin_prefetch of
+       flow_prefetch(), whose address comes from the fingerprint scan. */
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    #define NKS_PREFETCH_KEEP(p) __asm__ volatile("prefetcht0 %0" : : "m"(*(const char*)(p)))
+    #elif defined(__GNUC__) || defined(__clang__)
+    #define NKS_PREFETCH_KEEP(p) __builtin_prefetch((const void*)(p), 1, 3)
+    #else
+    #define NKS_PREFETCH_KEEP(p) ((void)(p))
+    #endif
+    #if defined(__GNUC__) || defined(__clang__)
     #else
     #define NKS_PREFETCH_LINE(p) ((void)(p))
+    #define NKS_CTZ32 nks_ctz32_portable
+    static inline uint32_t nks_ctz32_portable(uint32_t x) { uint32_t n = 0; while (!(x & 1u)) { x >>= 1; n++; } return n; }
+    #endif
+    /* The 32 fingerprint bytes at w: bit j of the result is set when w[j] == v,
+       bit j of *empty when w[j] == 0. */
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    static inline uint32_t nks_fp_scan(const uint8_t* w, uint8_t v, uint32_t* empty) {
+        const __m128i a = _mm_loadu_si128((const __m128i*)w);
+        const __m128i b = _mm_loadu_si128((const __m128i*)(w + 16));
+        const __m128i z = _mm_setzero_si128();
+        const __m128i x = _mm_set1_epi8((char)v);
+        *empty = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(a, z))
+                 | ((uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(b, z)) << 16);
+        return (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(a, x))
+               | ((uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(b, x)) << 16);
+    }
+    #else
+    static inline uint32_t nks_fp_scan(const uint8_t* w, uint8_t v, uint32_t* empty) {
+        uint32_t m = 0, e = 0;
+        for (int j = 0; j < 32; j++) {
+            m |= (uint32_t)(w[j] == v) << j;
+            e |= (uint32_t)(w[j] == 0) << j;
+        }
+        *empty = e;
+        return m;
+    }
     #endif
     """
     void NKS_PREFETCH_LINE(const void* p) noexcept nogil
+    void NKS_PREFETCH_KEEP(const void* p) noexcept nogil
+    uint32_t NKS_CTZ32(uint32_t x) noexcept nogil
+    uint32_t nks_fp_scan(const uint8_t* w, uint8_t v, uint32_t* empty) noexcept nogil
 
 cdef enum:
     FLOW_PROBE_MAX = 32       # slots a key may be displaced by (the eviction window)
     FLOW_TIME_SHIFT = 20      # time unit: 2**20 ns
     FRAG_SLOTS = 4096         # first-fragment memory (direct mapped)
     FLOW_BLOCK = 32           # packets decoded and prefetched a block ahead
+    FP_PAD = 64               # fingerprint bytes after the last slot's: the mirror
+                              # of slots 0..30 and room for a 32-byte load
 
 # flow_t.state bits
 cdef enum:
@@ -88,6 +138,7 @@ ctypedef struct flow_t:
 # _fc_put); every later packet derives its sides from them (_sides_of) instead of
 # four LPM walks, without touching another cache line.  ws == SIDES_UNSET: not
 # looked up yet.  IPv6 flows have no room and look their packets up as they come.
+
 ctypedef struct fside_t:
     uint32_t ws
     uint32_t wd
@@ -148,12 +199,20 @@ ctypedef struct fragent_t:
 
 ctypedef struct ftab_t:
     flow_t*    slots
+    uint8_t*   fp             # per slot: fingerprint of its key's hash, 0 = empty;
+                              # capacity + FP_PAD bytes (slots 0..30 mirrored after)
     fragent_t* frags
     uint64_t   capacity       # power of two
     uint64_t   mask
     uint32_t   shift          # 64 - log2(capacity)
     uint64_t   used
     uint32_t   probe          # probe window: min(FLOW_PROBE_MAX, capacity)
+    uint32_t   win            # its bits: (1 << probe) - 1
+    uint32_t   deep_mode      # 0 / 1: deep prefetching off / on; 2: by deep_bytes
+    uint32_t   deep_now       # the mode of the batch in hand (flow_deep); the
+                              # fingerprints are kept only while it is set
+    uint64_t   fp_rebuilds    # times the fingerprints were rebuilt (entering deep mode)
+    uint64_t   deep_bytes     # live flow bytes beyond which it is on (flow_deep)
     uint64_t   cursor         # next slot of the amortised expiry sweep
     uint32_t   now            # latest packet time seen
     uint32_t   has_now
@@ -348,18 +407,19 @@ cdef inline bint _port_proto(uint8_t proto) noexcept nogil:
     return PORT_PROTO[proto] != 0
 
 
-cdef inline uint64_t _flow_home(const ftab_t* t, const flow_t* f) noexcept nogil:
-    # (an IPv4 key hashes its first 4 address bytes only: the rest of a[] and b[]
-    # holds the cached lookups)
-    cdef uint64_t h
+cdef inline uint64_t _flow_hash_of(const flow_t* f) noexcept nogil:
+    # The hash of a stored flow's key (an IPv4 key hashes its first 4 address bytes
+    # only: the rest of a[] and b[] holds the cached lookups)
     cdef const uint8_t* a = f.a
     cdef const uint8_t* b = f.b
     if _port_proto(f.proto):
-        h = flow_hash(a, <uint16_t>(f.ports >> 16), b, <uint16_t>(f.ports & 0xFFFF),
-                      0, f.proto, f.state & FL_V6)
-    else:
-        h = flow_hash(a, 0, b, 0, f.ports, f.proto, f.state & FL_V6)
-    return h >> t.shift
+        return flow_hash(a, <uint16_t>(f.ports >> 16), b, <uint16_t>(f.ports & 0xFFFF),
+                         0, f.proto, f.state & FL_V6)
+    return flow_hash(a, 0, b, 0, f.ports, f.proto, f.state & FL_V6)
+
+
+cdef inline uint64_t _flow_home(const ftab_t* t, const flow_t* f) noexcept nogil:
+    return _flow_hash_of(f) >> t.shift
 
 
 cdef inline uint64_t _frag_slot(const pkt_t* p) noexcept nogil:
@@ -554,27 +614,70 @@ cdef inline void _flow_init(ftab_t* t, agg_t* a, flow_t* f, const fkey_t* k,
         t.ids[f - t.slots] = t.next_id
 
 
-cdef bint _flow_evict_delete(const fctx_t* c, uint64_t home, uint32_t now) noexcept nogil:
-    # End the longest-idle flow of the probe window from `home` (counted as an
-    # eviction, its pending packets counted) and delete it: the table gains an
-    # empty slot.  False when the window holds no flow.
+cdef inline uint8_t flow_fp(uint64_t h) noexcept nogil:
+    # A key's fingerprint: the low byte of its hash (the home slot takes the high
+    # bits), never 0, which marks an empty slot.
+    cdef uint8_t v = <uint8_t>(h & 0xFF)
+    return v + (v == 0)
+
+
+cdef inline void _fp_set(ftab_t* t, uint64_t i, uint8_t v) noexcept nogil:
+    # (kept only in deep mode: a random write into the fingerprint array is a cache
+    # miss of its own, which the "home" mode does not need to pay)
+    if not t.deep_now:
+        return
+    t.fp[i] = v
+    if i < FLOW_PROBE_MAX - 1:
+        t.fp[t.capacity + i] = v      # the mirror a wrapping window reads
+
+
+cdef inline uint32_t flow_window(const ftab_t* t, uint64_t home, uint8_t v,
+                                 uint32_t* free_bit) noexcept nogil:
+    """The probe window from slot `home`, by fingerprint: bit j of the result is set
+    when slot home + j may hold a key of fingerprint `v` and comes before the first
+    empty slot (a lookup stops there); `*free_bit` is that empty slot's bit, 0 when
+    the window has none (full: a new key must evict)."""
+    cdef uint32_t empty, m
+    m = nks_fp_scan(t.fp + home, v, &empty) & t.win
+    empty &= t.win
+    free_bit[0] = empty & (0 - empty)
+    if empty != 0:
+        m &= free_bit[0] - 1
+    return m
+
+
+cdef flow_t* _flow_new(const fctx_t* c, uint64_t i, const fkey_t* k,
+                       uint32_t now) noexcept nogil:
+    # Start key k's flow in empty slot i (found by flow_window).
     cdef ftab_t* t = c.t
-    cdef uint64_t j, victim = FLOW_NO_SLOT
-    cdef int n
-    cdef int32_t age, oldest = -0x7FFFFFFF - 1
-    for n in range(<int>t.probe):
-        j = (home + <uint64_t>n) & t.mask
-        if t.slots[j].state != 0:
-            age = <int32_t>(now - t.slots[j].last)
-            if age > oldest:
-                oldest = age
-                victim = j
-    if victim != FLOW_NO_SLOT:
-        _flow_flush_pending(c, &t.slots[victim])
-        c.a.totals[TOT_FLOW_EVICTIONS] += 1
-        flow_delete(t, victim)
-        return True
-    return False
+    cdef flow_t* f = &t.slots[i]
+    _fp_set(t, i, flow_fp(k.h))
+    _flow_init(t, c.a, f, k, now)
+    t.used += 1
+    return f
+
+
+cdef inline flow_t* _flow_new4(const fctx_t* c, uint64_t i, const pkt_t* p, uint64_t h,
+                               uint32_t now) noexcept nogil:
+    # _flow_new() for a flow_fast4() packet, from the packet itself: the key
+    # flow_key() would build holds the same fields (`h`: flow_hash_pkt(p)).
+    cdef ftab_t* t = c.t
+    cdef flow_t* f = &t.slots[i]
+    _fp_set(t, i, flow_fp(h))
+    NKS_ZERO(f)
+    memcpy(f.a, p.src, 4)
+    memcpy(f.b, p.dst, 4)
+    f.ports = (<uint32_t>p.sport << 16) | p.dport
+    f.proto = p.proto
+    f.last = now
+    f.state = FL_USED | FL_UNCOUNTED
+    _fc_forget(f)
+    c.a.totals[TOT_FLOWS] += 1
+    if t.ids != NULL:
+        t.next_id += 1
+        t.ids[i] = t.next_id
+    t.used += 1
+    return f
 
 
 cdef flow_t* flow_lookup(const fctx_t* c, const fkey_t* k, uint32_t now,
@@ -585,33 +688,62 @@ cdef flow_t* flow_lookup(const fctx_t* c, const fkey_t* k, uint32_t now,
     the probe window is full, its longest-idle flow is evicted."""
     cdef ftab_t* t = c.t
     cdef uint64_t i = k.h >> t.shift, j, victim
+    cdef uint32_t cand, free_bit
     cdef int n, m
     cdef int32_t age, oldest
     cdef flow_t* f
-    for n in range(<int>t.probe):
-        f = &t.slots[i]
-        if f.state == 0:
-            if t.used + 1 >= t.capacity and _flow_evict_delete(c, k.h >> t.shift, now):
-                # It would take the table's last empty slot.  One always stays
-                # empty: it is what ends flow_delete's shifting (Knuth's Algorithm R
-                # assumes one; in a full table the shift comes round the ring and
-                # breaks probe runs, and a later packet misses its flow).  The
-                # window's longest-idle flow is evicted and deleted first.
-                return flow_lookup(c, k, now, d, created)
-            _flow_init(t, c.a, f, k, now)
-            t.used += 1
-            d[0] = 0
-            created[0] = True
-            return f
-        m = _flow_match(f, k)
-        if m >= 0:
-            d[0] = m
-            created[0] = False
-            return f
-        i = (i + 1) & t.mask
+    if t.deep_now:
+        # by the fingerprints: the slots whose fingerprint matches, before the
+        # first empty one
+        cand = flow_window(t, i, flow_fp(k.h), &free_bit)
+        while cand != 0:
+            f = &t.slots[(i + NKS_CTZ32(cand)) & t.mask]
+            m = _flow_match(f, k)
+            if m >= 0:
+                d[0] = m
+                created[0] = False
+                return f
+            cand &= cand - 1
+    else:
+        # by walking the slots (in cache: the "home" prefetch mode), the same answer
+        free_bit = 0
+        for n in range(<int>t.probe):
+            f = &t.slots[(i + <uint64_t>n) & t.mask]
+            if f.state == 0:
+                free_bit = <uint32_t>1 << n
+                break
+            m = _flow_match(f, k)
+            if m >= 0:
+                d[0] = m
+                created[0] = False
+                return f
+    d[0] = 0
+    created[0] = True
+    if free_bit != 0:
+        if t.used + 1 < t.capacity:
+            return _flow_new(c, (i + NKS_CTZ32(free_bit)) & t.mask, k, now)
+        # It would take the table's last empty slot.  One always stays empty: it is
+        # what ends flow_delete's shifting (Knuth's Algorithm R assumes it; in a
+        # full table the shift comes round the ring and breaks probe runs).  So the
+        # window's longest-idle flow is evicted and deleted first.
+        victim = i
+        oldest = -0x7FFFFFFF - 1
+        for n in range(<int>t.probe):
+            j = (i + <uint64_t>n) & t.mask
+            if t.slots[j].state != 0:
+                age = <int32_t>(now - t.slots[j].last)
+                if age > oldest:
+                    oldest = age
+                    victim = j
+        if t.slots[victim].state != 0:
+            _flow_flush_pending(c, &t.slots[victim])
+            c.a.totals[TOT_FLOW_EVICTIONS] += 1
+            flow_delete(t, victim)
+            # the deletion shifted entries: look again (now a slot may be taken)
+            return flow_lookup(c, k, now, d, created)
+        return _flow_new(c, (i + NKS_CTZ32(free_bit)) & t.mask, k, now)
     # Full window: evict the flow idle the longest (time order, not insertion order:
     # a busy long flow outlives a burst of one-packet scans).
-    i = k.h >> t.shift
     victim = i
     oldest = -0x7FFFFFFF - 1
     for n in range(<int>t.probe):
@@ -623,9 +755,8 @@ cdef flow_t* flow_lookup(const fctx_t* c, const fkey_t* k, uint32_t now,
     f = &t.slots[victim]
     _flow_flush_pending(c, f)
     c.a.totals[TOT_FLOW_EVICTIONS] += 1
+    _fp_set(t, victim, flow_fp(k.h))
     _flow_init(t, c.a, f, k, now)
-    d[0] = 0
-    created[0] = True
     return f
 
 
@@ -637,11 +768,52 @@ cdef inline bint flow_fast4(const pkt_t* p) noexcept nogil:
             and p.ipver == 4 and _port_proto(p.proto))
 
 
-cdef inline flow_t* flow_probe4(const ftab_t* t, const pkt_t* p, uint64_t h,
-                                int* d) noexcept nogil:
+cdef inline flow_t* flow_probe4(const ftab_t* t, const pkt_t* p, uint64_t h, uint64_t hint,
+                                int* d, uint64_t* ins) noexcept nogil:
     """The flow of a flow_fast4() packet if the table holds it (`*d` its direction),
     else NULL: exactly the slot flow_lookup() returns for it as an existing flow,
-    without building the key.  `h`: flow_hash_pkt(p)."""
+    without building the key.  When NULL, `*ins` is the empty slot flow_lookup()
+    would start the flow in (_flow_new), or FLOW_NO_SLOT when there is none it may
+    take.  `h`: flow_hash_pkt(p); `hint`: a slot to try first (its home slot, or
+    the one flow_prefetch() found; FLOW_NO_SLOT: none): a key is in at most one
+    slot, so a match there is the flow, however the table changed since."""
+    cdef uint32_t fwd = (<uint32_t>p.sport << 16) | p.dport
+    cdef uint32_t rev = (<uint32_t>p.dport << 16) | p.sport
+    cdef uint32_t s4 = _ld32(p.src), d4 = _ld32(p.dst)
+    cdef uint64_t i = h >> t.shift
+    cdef uint32_t cand, free_bit
+    cdef const flow_t* f
+    if hint != FLOW_NO_SLOT:
+        f = &t.slots[hint]
+        if f.state != 0 and f.proto == p.proto and (f.state & FL_V6) == 0:
+            if f.ports == fwd and _ld32(f.a) == s4 and _ld32(f.b) == d4:
+                d[0] = 0
+                return <flow_t*>f
+            if f.ports == rev and _ld32(f.a) == d4 and _ld32(f.b) == s4:
+                d[0] = 1
+                return <flow_t*>f
+    cand = flow_window(t, i, flow_fp(h), &free_bit)
+    while cand != 0:
+        f = &t.slots[(i + NKS_CTZ32(cand)) & t.mask]
+        if f.proto == p.proto and (f.state & FL_V6) == 0:
+            if f.ports == fwd and _ld32(f.a) == s4 and _ld32(f.b) == d4:
+                d[0] = 0
+                return <flow_t*>f
+            if f.ports == rev and _ld32(f.a) == d4 and _ld32(f.b) == s4:
+                d[0] = 1
+                return <flow_t*>f
+        cand &= cand - 1
+    # (the table's last empty slot is flow_lookup's to handle: it evicts first)
+    ins[0] = ((i + NKS_CTZ32(free_bit)) & t.mask if free_bit != 0 and t.used + 1 < t.capacity
+              else FLOW_NO_SLOT)
+    return NULL
+
+
+cdef inline flow_t* flow_walk4(const ftab_t* t, const pkt_t* p, uint64_t h,
+                               int* d, uint64_t* ins) noexcept nogil:
+    """flow_probe4() by walking the slots from the home slot (not the fingerprints):
+    the same answer, cheaper when the slots are in cache (the "home" prefetch
+    mode, whose prefetches cover the home slot and the two after it)."""
     cdef uint32_t fwd = (<uint32_t>p.sport << 16) | p.dport
     cdef uint32_t rev = (<uint32_t>p.dport << 16) | p.sport
     cdef uint32_t s4 = _ld32(p.src), d4 = _ld32(p.dst)
@@ -651,6 +823,7 @@ cdef inline flow_t* flow_probe4(const ftab_t* t, const pkt_t* p, uint64_t h,
     for n in range(<int>t.probe):
         f = &t.slots[i]
         if f.state == 0:
+            ins[0] = i if t.used + 1 < t.capacity else FLOW_NO_SLOT
             return NULL
         if f.proto == p.proto and (f.state & FL_V6) == 0:
             if f.ports == fwd and _ld32(f.a) == s4 and _ld32(f.b) == d4:
@@ -660,13 +833,64 @@ cdef inline flow_t* flow_probe4(const ftab_t* t, const pkt_t* p, uint64_t h,
                 d[0] = 1
                 return <flow_t*>f
         i = (i + 1) & t.mask
+    ins[0] = FLOW_NO_SLOT
     return NULL
+
+
+cdef inline uint64_t flow_prefetch(const ftab_t* t, uint64_t h) noexcept nogil:
+    # Start the miss on the slot a lookup of hash h will read: the first whose
+    # fingerprint matches (returned: the lookup's hint), else the empty slot a new
+    # flow would take (the fingerprint bytes were prefetched a block earlier,
+    # pipeline.pxi).
+    cdef uint64_t i = h >> t.shift, j
+    cdef uint32_t free_bit, cand = flow_window(t, i, flow_fp(h), &free_bit)
+    if cand != 0:
+        j = (i + NKS_CTZ32(cand)) & t.mask
+        NKS_PREFETCH_KEEP(&t.slots[j])
+        return j
+    if free_bit != 0:
+        NKS_PREFETCH_KEEP(&t.slots[(i + NKS_CTZ32(free_bit)) & t.mask])
+    return FLOW_NO_SLOT
+
+
+cdef void _fp_rebuild(ftab_t* t) noexcept nogil:
+    # Recompute every slot's fingerprint (and the mirror) from its key: O(capacity),
+    # once each time the table enters deep mode.
+    cdef uint64_t i
+    for i in range(t.capacity):
+        t.fp[i] = flow_fp(_flow_hash_of(&t.slots[i])) if t.slots[i].state != 0 else 0
+    for i in range(min(<uint64_t>(FLOW_PROBE_MAX - 1), t.capacity)):
+        t.fp[t.capacity + i] = t.fp[i]
+
+
+cdef inline bint flow_deep(ftab_t* t) noexcept nogil:
+    # The prefetch mode of the next batch (FlowTable.prefetch).  Deep (the slot
+    # found from the fingerprints a block ahead) pays when lookups miss the caches:
+    # when the live flows' slots outgrow them.  Below, the home slot and the two
+    # after it are prefetched and the slots walked, which costs fewer instructions
+    # and no fingerprint upkeep.  "auto" turns deep on above deep_bytes and off
+    # below half of it (no flapping); the fingerprints are kept only in deep mode
+    # and rebuilt from the slots on entering it.
+    cdef bint deep
+    if t.deep_mode != 2:
+        deep = t.deep_mode
+    elif t.deep_now:
+        deep = t.used * sizeof(flow_t) * 2 > t.deep_bytes
+    else:
+        deep = t.used * sizeof(flow_t) > t.deep_bytes
+    if deep and not t.deep_now:
+        _fp_rebuild(t)
+        t.fp_rebuilds += 1
+    t.deep_now = deep
+    return deep
 
 
 cdef void flow_delete(ftab_t* t, uint64_t i) noexcept nogil:
     """Empty slot i, shifting later entries of its probe run back (no tombstones)."""
     cdef uint64_t j = i, k
     cdef int n
+    # The table always keeps an empty slot (flow_lookup), which ends this scan:
+    # in a full table it would come round to slot i again and break the runs.
     for n in range(<int>t.capacity):
         j = (j + 1) & t.mask
         if t.slots[j].state == 0:
@@ -677,10 +901,12 @@ cdef void flow_delete(ftab_t* t, uint64_t i) noexcept nogil:
         k = _flow_home(t, &t.slots[j])
         if ((j - k) & t.mask) >= ((j - i) & t.mask):
             t.slots[i] = t.slots[j]
+            _fp_set(t, i, t.fp[j])
             if t.ids != NULL:
                 t.ids[i] = t.ids[j]
             i = j
     NKS_ZERO(&t.slots[i])
+    _fp_set(t, i, 0)
     if t.ids != NULL:
         t.ids[i] = 0
     t.used -= 1
@@ -745,6 +971,32 @@ cdef int32_t _units(double seconds, str name) except? -1:
     return <int32_t>((seconds * 1e9) / (1 << FLOW_TIME_SHIFT) + 0.5)
 
 
+def _last_level_cache_bytes():
+    # The size the "auto" prefetch mode compares the live flows with: the CPU's
+    # last-level cache (sysconf, else sysfs), 32 MiB when neither says.
+    import os
+    for name in ("SC_LEVEL3_CACHE_SIZE", "SC_LEVEL2_CACHE_SIZE"):
+        try:
+            v = os.sysconf(name)
+        except (ValueError, OSError):
+            v = 0
+        if v and v > 0:
+            return int(v)
+    try:
+        best = 0
+        base = "/sys/devices/system/cpu/cpu0/cache"
+        for d in os.listdir(base):
+            with open(os.path.join(base, d, "size")) as fh:
+                t = fh.read().strip()
+            mult = {"K": 1 << 10, "M": 1 << 20}.get(t[len(t) - 1:], 1)
+            best = max(best, int(t.rstrip("KM")) * mult)
+        if best:
+            return best
+    except (OSError, ValueError):
+        pass
+    return 32 << 20
+
+
 cdef class FlowTable:
     """Bounded flow table of one worker (docs/flows.md).
 
@@ -787,15 +1039,20 @@ cdef class FlowTable:
         # TLB miss as well as a cache miss.  Zeroed, every page touched: the bound
         # is resident from the start.
         self.t.slots = <flow_t*>nks_table_alloc(cap * sizeof(flow_t))
+        self.t.fp = <uint8_t*>calloc(cap + FP_PAD, 1)
         self.t.frags = <fragent_t*>calloc(FRAG_SLOTS, sizeof(fragent_t))
-        if self.t.slots == NULL or self.t.frags == NULL:
+        if self.t.slots == NULL or self.t.fp == NULL or self.t.frags == NULL:
             free(self.t.slots)
+            free(self.t.fp)
             free(self.t.frags)
             free(self.t)
             self.t = NULL
             raise MemoryError(f"flows: cannot allocate {cap} slots ({cap * sizeof(flow_t)} bytes)")
         self.t.capacity = cap
         self.t.probe = <uint32_t>min(<uint64_t>FLOW_PROBE_MAX, cap)
+        self.t.win = <uint32_t>((<uint64_t>1 << self.t.probe) - 1)
+        self.t.deep_mode = 2
+        self.t.deep_bytes = _last_level_cache_bytes() // 4
         self.t.mask = cap - 1
         self.t.shift = 64 - bits
         for i in range(4):
@@ -821,6 +1078,7 @@ cdef class FlowTable:
         if self.t != NULL:
             free(self.t.ids)
             free(self.t.slots)
+            free(self.t.fp)
             free(self.t.frags)
             free(self.t)
             self.t = NULL
@@ -830,6 +1088,37 @@ cdef class FlowTable:
         return self.t.capacity
 
     @property
+    def prefetch(self):
+        """How the pipeline prefetches flow slots: "auto" (the default: "deep" once
+        the live flows' slots outgrow the last-level cache, `deep_bytes`, else
+        "home"), "deep" (the slot each lookup will read, found from the fingerprint
+        bytes a block ahead) or "home" (the home slot and the two after it).  The
+        counts are the same in every mode; tests set it to cover both."""
+        return {0: "home", 1: "deep", 2: "auto"}[self.t.deep_mode]
+
+    @prefetch.setter
+    def prefetch(self, mode):
+        modes = {"home": 0, "deep": 1, "auto": 2}
+        if mode not in modes:
+            raise ValueError(f"flows: prefetch mode {mode!r} not one of {sorted(modes)}")
+        self.t.deep_mode = modes[mode]
+
+    @property
+    def deep_now(self):
+        """Whether the last batch ran in deep mode (the fingerprints kept)."""
+        return bool(self.t.deep_now)
+
+    @property
+    def fingerprint_rebuilds(self):
+        """Times the fingerprints were rebuilt from the slots (entering deep mode)."""
+        return self.t.fp_rebuilds
+
+    @property
+    def deep_bytes(self):
+        """Live flow bytes (flows x 64) beyond which "auto" prefetches deep."""
+        return self.t.deep_bytes
+
+    @property
     def slots_address(self):
         """Address of the slot array (to find its mapping in /proc/self/smaps: whether
         the kernel backed it with huge pages, nkstream.bench.huge_page_share)."""
@@ -837,22 +1126,32 @@ cdef class FlowTable:
 
     @property
     def memory_bytes(self):
-        """Fixed memory: slots x 64 bytes + the first-fragment table + header."""
-        return self.t.capacity * sizeof(flow_t) + FRAG_SLOTS * sizeof(fragent_t) + sizeof(ftab_t)
+        """Fixed memory: slots x 65 bytes (the slot and its fingerprint byte) + the
+        first-fragment table + header."""
+        return (self.t.capacity * (sizeof(flow_t) + 1) + FP_PAD
+                + FRAG_SLOTS * sizeof(fragent_t) + sizeof(ftab_t))
 
     def check(self):
         """The table's invariants, for tests: [] when they hold, else what is wrong.
         Every flow lies within the probe window from its home slot with no empty
-        slot between (a lookup stops at the first empty slot), at least one slot
-        is empty (flow_delete needs it), and `used` counts the flows."""
+        slot between, at least one slot is empty, `used` counts the flows, and in
+        deep mode (the fingerprints kept) every slot's fingerprint is its key's (0
+        exactly for empty slots) and the mirror after the last slot matches."""
         cdef uint64_t i, j, home, n = 0
+        cdef flow_t* f
         cdef ftab_t* t = self.t
+        cdef bint fps = t.deep_now
         bad = []
         for i in range(t.capacity):
-            if t.slots[i].state == 0:
+            f = &t.slots[i]
+            if f.state == 0:
+                if fps and t.fp[i] != 0:
+                    bad.append(f"slot {i}: empty, fingerprint {t.fp[i]}")
                 continue
             n += 1
-            home = _flow_home(t, &t.slots[i])
+            home = _flow_home(t, f)
+            if fps and t.fp[i] != flow_fp(_flow_hash_of(f)):
+                bad.append(f"slot {i}: fingerprint {t.fp[i]}, key's {flow_fp(_flow_hash_of(f))}")
             if ((i - home) & t.mask) >= t.probe:
                 bad.append(f"slot {i}: {(i - home) & t.mask} slots past its home {home}")
             j = home
@@ -861,6 +1160,9 @@ cdef class FlowTable:
                     bad.append(f"slot {i}: empty slot {j} between it and its home {home}")
                     break
                 j = (j + 1) & t.mask
+        for i in range(min(<uint64_t>(FLOW_PROBE_MAX - 1), t.capacity) if fps else 0):
+            if t.fp[t.capacity + i] != t.fp[i]:
+                bad.append(f"fingerprint mirror {i}: {t.fp[t.capacity + i]} != {t.fp[i]}")
         if n != t.used:
             bad.append(f"used {t.used}, {n} flows in the slots")
         if n >= t.capacity:
@@ -874,6 +1176,7 @@ cdef class FlowTable:
         """Forget every flow (nothing is counted: use Classifier.flush() to count
         pending packets first)."""
         memset(self.t.slots, 0, self.t.capacity * sizeof(flow_t))
+        memset(self.t.fp, 0, self.t.capacity + FP_PAD)
         memset(self.t.frags, 0, FRAG_SLOTS * sizeof(fragent_t))
         if self.t.ids != NULL:
             memset(self.t.ids, 0, self.t.capacity * sizeof(uint64_t))

@@ -344,9 +344,13 @@ cdef inline void _lpm4_prefetch(const lpm4_t* t, uint32_t addr) noexcept nogil:
 
 cdef inline void _decode_block(const uint8_t* base, const rec_t* r, Py_ssize_t b0,
                                Py_ssize_t m, Py_ssize_t n, pkt_t* blk, uint64_t* hb,
+                               uint64_t* hs, bint deep,
                                const ftab_t* t, const lpm4_t* p4) noexcept nogil:
-    # Decode packets b0..b0+m-1, hash their flow keys (no IP header: 0) and start the
-    # cache misses on their flow slots.
+    # Decode packets b0..b0+m-1, hash their flow keys (no IP header: 0) and start
+    # cache misses: deep mode, on the fingerprint bytes of their probe windows (32
+    # bytes: one line, or two when they straddle; the slots follow a block later,
+    # _prefetch_block); else on the home slot and the two after it (a displaced key
+    # or a new flow's free slot is usually there), the home slot being the hint.
     cdef Py_ssize_t j, i
     cdef uint64_t h
     cdef pkt_t* p
@@ -359,9 +363,13 @@ cdef inline void _decode_block(const uint8_t* base, const rec_t* r, Py_ssize_t b
         if p.flags & PF_IP:
             hb[j] = flow_hash_pkt(p)
             h = hb[j] >> t.shift
-            NKS_PREFETCH_LINE(&t.slots[h])
-            NKS_PREFETCH_LINE(&t.slots[(h + 1) & t.mask])
-            NKS_PREFETCH_LINE(&t.slots[(h + 2) & t.mask])
+            if deep:
+                NKS_PREFETCH_LINE(t.fp + h)
+                NKS_PREFETCH_LINE(t.fp + h + FLOW_PROBE_MAX - 1)
+            else:
+                NKS_PREFETCH_LINE(&t.slots[h])
+                NKS_PREFETCH_LINE(&t.slots[(h + 1) & t.mask])
+                NKS_PREFETCH_LINE(&t.slots[(h + 2) & t.mask])
             if p.ipver == 4 and p.proto == 6 and (p.tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN:
                 # a TCP SYN opens a flow, whose first packet looks both addresses up
                 # in the peer table: start those misses too (the watch table and the
@@ -370,6 +378,17 @@ cdef inline void _decode_block(const uint8_t* base, const rec_t* r, Py_ssize_t b
                 _lpm4_prefetch(p4, p.dst4)
         else:
             hb[j] = 0
+            hs[j] = FLOW_NO_SLOT
+
+
+cdef inline void _prefetch_block(const ftab_t* t, const pkt_t* blk, const uint64_t* hb,
+                                uint64_t* hs, Py_ssize_t m) noexcept nogil:
+    # (deep mode) Start the cache misses on the flow slots of a decoded block: the
+    # slot each packet's lookup will read, found from the fingerprints
+    # (flow_prefetch), which is kept as the lookup's hint (hs).
+    cdef Py_ssize_t j
+    for j in range(m):
+        hs[j] = flow_prefetch(t, hb[j]) if blk[j].flags & PF_IP else FLOW_NO_SLOT
 
 
 cdef inline void _ann(fann_t* o, Py_ssize_t i, const sides_t* s, uint32_t peer,
@@ -390,8 +409,14 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
     flow's verdict (then they are counted under it) or the inspection budget runs out
     (then under their own tags); later packets take the verdict without tagging."""
     cdef Py_ssize_t i
-    cdef pkt_t blk[2][FLOW_BLOCK]
-    cdef uint64_t hb[2][FLOW_BLOCK]
+    cdef pkt_t blk[3][FLOW_BLOCK]
+    cdef uint64_t hb[3][FLOW_BLOCK]
+    cdef uint64_t hs[3][FLOW_BLOCK]
+    # deep mode when the live flows outgrow the caches (flow_deep)
+    cdef bint deep = flow_deep(c.t)
+    cdef uint64_t ins
+    cdef uint32_t bnow = c.t.now
+    cdef uint32_t bhas = c.t.has_now
     cdef pkt_t* p
     cdef sides_t s
     cdef fkey_t k
@@ -406,21 +431,38 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
     cdef ftab_t* t = c.t
     cdef agg_t* a = c.a
     cdef Py_ssize_t b0 = 0, nb0, j, m, nm
-    cdef int cur = 0
-    # Software pipelining by blocks of FLOW_BLOCK packets: while block k is
-    # processed, block k+1 is already decoded and hashed and its flow slots (the home
-    # slot and the two after it, for a displaced key or a new flow's free slot) are
-    # on their way into cache.  One flow lookup is a random access into a table far
-    # bigger than the caches; the prefetches of a whole block overlap each other and
-    # the block in hand (docs/flows.md, "Cost").
+    cdef int cur = 0, nxt, nxt2
+    # Software pipelining by blocks of FLOW_BLOCK packets, three blocks deep: block
+    # k+2 is decoded and hashed and the fingerprint bytes of its probe windows are
+    # prefetched; block k+1, whose fingerprints have arrived, has the one slot line
+    # each of its lookups will read prefetched (the matching slot, or the empty slot
+    # a new flow takes); block k is processed.  One flow lookup is a random access
+    # into a table far bigger than the caches; the prefetches of a whole block
+    # overlap each other and the block in hand (docs/flows.md, "Cost").  The
+    # prefetches are hints only: a block's lookups read the fingerprints again.
     m = n if n < FLOW_BLOCK else FLOW_BLOCK
-    _decode_block(base, r, 0, m, n, blk[0], hb[0], t, c.p4)
+    _decode_block(base, r, 0, m, n, blk[0], hb[0], hs[0], deep, t, c.p4)
+    if deep:
+        if m < n:
+            nm = n - m if n - m < FLOW_BLOCK else FLOW_BLOCK
+            _decode_block(base, r, m, nm, n, blk[1], hb[1], hs[1], deep, t, c.p4)
+        _prefetch_block(t, blk[0], hb[0], hs[0], m)
     while b0 < n:
         m = n - b0 if n - b0 < FLOW_BLOCK else FLOW_BLOCK
         nb0 = b0 + m
+        nxt = 0 if cur == 2 else cur + 1
+        nxt2 = 0 if nxt == 2 else nxt + 1
         if nb0 < n:
             nm = n - nb0 if n - nb0 < FLOW_BLOCK else FLOW_BLOCK
-            _decode_block(base, r, nb0, nm, n, blk[cur ^ 1], hb[cur ^ 1], t, c.p4)
+            if not deep:
+                # two blocks in flight: the next one decoded, its slots prefetched
+                _decode_block(base, r, nb0, nm, n, blk[nxt], hb[nxt], hs[nxt], deep, t, c.p4)
+            else:
+                if nb0 + nm < n:
+                    _decode_block(base, r, nb0 + nm,
+                                  n - nb0 - nm if n - nb0 - nm < FLOW_BLOCK else FLOW_BLOCK,
+                                  n, blk[nxt2], hb[nxt2], hs[nxt2], deep, t, c.p4)
+                _prefetch_block(t, blk[nxt], hb[nxt], hs[nxt], nm)
         for j in range(m):
             i = b0 + j
             p = &blk[cur][j]
@@ -430,9 +472,13 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
             # finds its slot (the one flow_lookup() would return) without building
             # the key, which is then built only to start a flow afresh in the slot.
             f = NULL
+            ins = FLOW_NO_SLOT
             if flow_fast4(p):
-                f = flow_probe4(t, p, hb[cur][j], &d)
-            if f == NULL and not flow_key(t, p, &k, hb[cur][j]):
+                if deep:
+                    f = flow_probe4(t, p, hb[cur][j], hs[cur][j], &d, &ins)
+                else:
+                    f = flow_walk4(t, p, hb[cur][j], &d, &ins)
+            if f == NULL and ins == FLOW_NO_SLOT and not flow_key(t, p, &k, hb[cur][j]):
                 _sides(p, c.w4, c.w6, c.p4, c.p6, &s)
                 agg_count_packet(a, wl, r[i].caplen, p.error, s.watch != 0)
                 sni = 0
@@ -442,10 +488,18 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
                     _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, 0)
                 continue
             now = <uint32_t>(<uint64_t>r[i].ts_ns >> FLOW_TIME_SHIFT)
-            flow_note_time(t, now)
+            if not bhas or <int32_t>(now - bnow) > 0:     # flow_note_time, in registers
+                bnow = now
+                bhas = 1
             keyed = f == NULL
             if keyed:
-                f = flow_lookup(c, &k, now, &d, &created)
+                if ins != FLOW_NO_SLOT:
+                    # flow_probe4 missed and found the empty slot the flow starts in
+                    f = _flow_new4(c, ins, p, hb[cur][j], now)
+                    d = 0
+                    created = True
+                else:
+                    f = flow_lookup(c, &k, now, &d, &created)
             else:
                 created = False
             if not created:
@@ -543,4 +597,7 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
                 _flow_emit(c, f, 0, f.ftag[0], 0, &s if d == 0 else NULL, False)
                 _flow_emit(c, f, 1, f.ftag[1], 0, &s if d == 1 else NULL, False)
         b0 = nb0
-        cur ^= 1
+        cur = nxt
+    # the latest packet time, for the expiry sweep (flow_note_time)
+    t.now = bnow
+    t.has_now = bhas
