@@ -506,7 +506,7 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
                 # an existing flow: idle too long, or a closed TCP flow reopened by a SYN
                 # (RFC 9293 s3.5: a new incarnation of the connection)
                 tf = p.tcp_flags if p.proto == 6 else 0
-                expired = _flow_expired(t, f, now)
+                expired = flow_idle_expired(t, f, now)
                 if expired or ((tf & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN
                                and _flow_class(f) == FT_TCP_CLOSED):
                     _flow_flush_pending(c, f)
