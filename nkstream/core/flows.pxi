@@ -32,21 +32,16 @@ cdef extern from *:
     #if defined(__GNUC__) || defined(__clang__)
     #define NKS_PREFETCH_LINE(p) __builtin_prefetch((const void*)(p), 1, 3)
     #define NKS_CTZ32(x) ((uint32_t)__builtin_ctz(x))
+    #else
+    #define NKS_PREFETCH_LINE(p) ((void)(p))
+    static inline uint32_t NKS_CTZ32(uint32_t x) { uint32_t n = 0; while (!(x & 1u)) { x >>= 1; n++; } return n; }
     #endif
     /* A prefetch the compiler must keep: gcc -O3 dropped the __builtin_prefetch of
        flow_prefetch(), whose address comes from the fingerprint scan. */
     #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
     #define NKS_PREFETCH_KEEP(p) __asm__ volatile("prefetcht0 %0" : : "m"(*(const char*)(p)))
-    #elif defined(__GNUC__) || defined(__clang__)
-    #define NKS_PREFETCH_KEEP(p) __builtin_prefetch((const void*)(p), 1, 3)
     #else
-    #define NKS_PREFETCH_KEEP(p) ((void)(p))
-    #endif
-    #if defined(__GNUC__) || defined(__clang__)
-    #else
-    #define NKS_PREFETCH_LINE(p) ((void)(p))
-    #define NKS_CTZ32 nks_ctz32_portable
-    static inline uint32_t nks_ctz32_portable(uint32_t x) { uint32_t n = 0; while (!(x & 1u)) { x >>= 1; n++; } return n; }
+    #define NKS_PREFETCH_KEEP(p) NKS_PREFETCH_LINE(p)
     #endif
     /* The 32 fingerprint bytes at w: bit j of the result is set when w[j] == v,
        bit j of *empty when w[j] == 0. */
@@ -606,20 +601,28 @@ cdef inline void _flow_flush_pending(const fctx_t* c, flow_t* f) noexcept nogil:
     _flow_emit(c, f, 1, f.ftag[1], 0, NULL, True)
 
 
-cdef inline void _flow_init(ftab_t* t, agg_t* a, flow_t* f, const fkey_t* k,
+cdef inline void _flow_fill(ftab_t* t, agg_t* a, flow_t* f, const uint8_t* src,
+                            const uint8_t* dst, uint32_t ports, uint8_t proto, uint8_t v6,
                             uint32_t now) noexcept nogil:
+    # A flow started in slot f: src/dst 16 bytes each (IPv4: the address, then zeros),
+    # `ports` what flow_t.ports holds, v6 FL_V6 or 0.
     NKS_ZERO(f)              # vector stores, not `rep stosq` (types.pxi)
-    memcpy(f.a, k.src, 16)
-    memcpy(f.b, k.dst, 16)
-    f.ports = k.fwd
-    f.proto = k.proto
+    memcpy(f.a, src, 16)
+    memcpy(f.b, dst, 16)
+    f.ports = ports
+    f.proto = proto
     f.last = now
-    f.state = FL_USED | FL_UNCOUNTED | k.v6
+    f.state = FL_USED | FL_UNCOUNTED | v6
     _fc_forget(f)
     a.totals[TOT_FLOWS] += 1
     if t.ids != NULL:
         t.next_id += 1
         t.ids[f - t.slots] = t.next_id
+
+
+cdef inline void _flow_init(ftab_t* t, agg_t* a, flow_t* f, const fkey_t* k,
+                            uint32_t now) noexcept nogil:
+    _flow_fill(t, a, f, k.src, k.dst, k.fwd, k.proto, k.v6, now)
 
 
 cdef inline uint8_t flow_fp(uint64_t h) noexcept nogil:
@@ -656,13 +659,14 @@ cdef inline uint32_t flow_window(const ftab_t* t, uint64_t home, uint8_t v,
 
 cdef flow_t* _flow_new(const fctx_t* c, uint64_t i, const fkey_t* k,
                        uint32_t now) noexcept nogil:
-    # Start key k's flow in empty slot i (found by flow_window).
+    # (not inline: inlined into the flow loop it cost a new flow's packet ~20
+    # instructions of register shuffling, bench/instructions.py)
+    # Start key k's flow in empty slot i (found by a lookup).
     cdef ftab_t* t = c.t
-    cdef flow_t* f = &t.slots[i]
     _fp_set(t, i, flow_fp(k.h))
-    _flow_init(t, c.a, f, k, now)
+    _flow_init(t, c.a, &t.slots[i], k, now)
     t.used += 1
-    return f
+    return &t.slots[i]
 
 
 cdef inline flow_t* _flow_new4(const fctx_t* c, uint64_t i, const pkt_t* p, uint64_t h,
@@ -670,22 +674,28 @@ cdef inline flow_t* _flow_new4(const fctx_t* c, uint64_t i, const pkt_t* p, uint
     # _flow_new() for a flow_fast4() packet, from the packet itself: the key
     # flow_key() would build holds the same fields (`h`: flow_hash_pkt(p)).
     cdef ftab_t* t = c.t
-    cdef flow_t* f = &t.slots[i]
     _fp_set(t, i, flow_fp(h))
-    NKS_ZERO(f)
-    memcpy(f.a, p.src, 4)
-    memcpy(f.b, p.dst, 4)
-    f.ports = (<uint32_t>p.sport << 16) | p.dport
-    f.proto = p.proto
-    f.last = now
-    f.state = FL_USED | FL_UNCOUNTED
-    _fc_forget(f)
-    c.a.totals[TOT_FLOWS] += 1
-    if t.ids != NULL:
-        t.next_id += 1
-        t.ids[i] = t.next_id
+    _flow_fill(t, c.a, &t.slots[i], p.src, p.dst, (<uint32_t>p.sport << 16) | p.dport,
+               p.proto, 0, now)
     t.used += 1
-    return f
+    return &t.slots[i]
+
+
+cdef inline uint64_t _flow_oldest(const ftab_t* t, uint64_t home, uint32_t now) noexcept nogil:
+    # The flow idle the longest (time order, not insertion order: a busy long flow
+    # outlives a burst of one-packet scans) in the probe window from `home`: the
+    # one to evict.  FLOW_NO_SLOT when the window holds none.
+    cdef uint64_t j, victim = FLOW_NO_SLOT
+    cdef int n
+    cdef int32_t age, oldest = -0x7FFFFFFF - 1
+    for n in range(<int>t.probe):
+        j = (home + <uint64_t>n) & t.mask
+        if t.slots[j].state != 0:
+            age = <int32_t>(now - t.slots[j].last)
+            if age > oldest:
+                oldest = age
+                victim = j
+    return victim
 
 
 cdef flow_t* flow_lookup(const fctx_t* c, const fkey_t* k, uint32_t now,
@@ -695,10 +705,9 @@ cdef flow_t* flow_lookup(const fctx_t* c, const fkey_t* k, uint32_t now,
     Expired or closed-and-reopened flows are ended and started afresh in place; when
     the probe window is full, its longest-idle flow is evicted."""
     cdef ftab_t* t = c.t
-    cdef uint64_t i = k.h >> t.shift, j, victim
+    cdef uint64_t i = k.h >> t.shift, victim
     cdef uint32_t cand, free_bit
     cdef int n, m
-    cdef int32_t age, oldest
     cdef flow_t* f
     if t.deep_now:
         # by the fingerprints: the slots whose fingerprint matches, before the
@@ -734,32 +743,16 @@ cdef flow_t* flow_lookup(const fctx_t* c, const fkey_t* k, uint32_t now,
         # what ends flow_delete's shifting (Knuth's Algorithm R assumes it; in a
         # full table the shift comes round the ring and breaks probe runs).  So the
         # window's longest-idle flow is evicted and deleted first.
-        victim = i
-        oldest = -0x7FFFFFFF - 1
-        for n in range(<int>t.probe):
-            j = (i + <uint64_t>n) & t.mask
-            if t.slots[j].state != 0:
-                age = <int32_t>(now - t.slots[j].last)
-                if age > oldest:
-                    oldest = age
-                    victim = j
-        if t.slots[victim].state != 0:
+        victim = _flow_oldest(t, i, now)
+        if victim != FLOW_NO_SLOT:
             _flow_flush_pending(c, &t.slots[victim])
             c.a.totals[TOT_FLOW_EVICTIONS] += 1
             flow_delete(t, victim)
             # the deletion shifted entries: look again (now a slot may be taken)
             return flow_lookup(c, k, now, d, created)
         return _flow_new(c, (i + NKS_CTZ32(free_bit)) & t.mask, k, now)
-    # Full window: evict the flow idle the longest (time order, not insertion order:
-    # a busy long flow outlives a burst of one-packet scans).
-    victim = i
-    oldest = -0x7FFFFFFF - 1
-    for n in range(<int>t.probe):
-        j = (i + <uint64_t>n) & t.mask
-        age = <int32_t>(now - t.slots[j].last)
-        if age > oldest:
-            oldest = age
-            victim = j
+    # Full window: its longest-idle flow is evicted, the new one takes its slot.
+    victim = _flow_oldest(t, i, now)
     f = &t.slots[victim]
     _flow_flush_pending(c, f)
     c.a.totals[TOT_FLOW_EVICTIONS] += 1
@@ -776,6 +769,20 @@ cdef inline bint flow_fast4(const pkt_t* p) noexcept nogil:
             and p.ipver == 4 and _port_proto(p.proto))
 
 
+cdef inline int _match4(const flow_t* f, uint8_t proto, uint32_t fwd, uint32_t rev,
+                        uint32_t s4, uint32_t d4) noexcept nogil:
+    # _flow_match() for an IPv4 port-protocol packet, from its own fields (fwd/rev:
+    # its ports in either order, s4/d4: its addresses): 0 its initiator's way, 1 the
+    # other, -1 another flow (or an empty slot: proto 0).
+    if f.proto != proto or (f.state & FL_V6) != 0:
+        return -1
+    if f.ports == fwd and _ld32(f.a) == s4 and _ld32(f.b) == d4:
+        return 0
+    if f.ports == rev and _ld32(f.a) == d4 and _ld32(f.b) == s4:
+        return 1
+    return -1
+
+
 cdef inline flow_t* flow_probe4(const ftab_t* t, const pkt_t* p, uint64_t h, uint64_t hint,
                                 int* d, uint64_t* ins) noexcept nogil:
     """The flow of a flow_fast4() packet if the table holds it (`*d` its direction),
@@ -790,26 +797,21 @@ cdef inline flow_t* flow_probe4(const ftab_t* t, const pkt_t* p, uint64_t h, uin
     cdef uint32_t s4 = _ld32(p.src), d4 = _ld32(p.dst)
     cdef uint64_t i = h >> t.shift
     cdef uint32_t cand, free_bit
+    cdef int m
     cdef const flow_t* f
     if hint != FLOW_NO_SLOT:
         f = &t.slots[hint]
-        if f.state != 0 and f.proto == p.proto and (f.state & FL_V6) == 0:
-            if f.ports == fwd and _ld32(f.a) == s4 and _ld32(f.b) == d4:
-                d[0] = 0
-                return <flow_t*>f
-            if f.ports == rev and _ld32(f.a) == d4 and _ld32(f.b) == s4:
-                d[0] = 1
-                return <flow_t*>f
+        m = _match4(f, p.proto, fwd, rev, s4, d4)
+        if m >= 0:
+            d[0] = m
+            return <flow_t*>f
     cand = flow_window(t, i, flow_fp(h), &free_bit)
     while cand != 0:
         f = &t.slots[(i + NKS_CTZ32(cand)) & t.mask]
-        if f.proto == p.proto and (f.state & FL_V6) == 0:
-            if f.ports == fwd and _ld32(f.a) == s4 and _ld32(f.b) == d4:
-                d[0] = 0
-                return <flow_t*>f
-            if f.ports == rev and _ld32(f.a) == d4 and _ld32(f.b) == s4:
-                d[0] = 1
-                return <flow_t*>f
+        m = _match4(f, p.proto, fwd, rev, s4, d4)
+        if m >= 0:
+            d[0] = m
+            return <flow_t*>f
         cand &= cand - 1
     # (the table's last empty slot is flow_lookup's to handle: it evicts first)
     ins[0] = ((i + NKS_CTZ32(free_bit)) & t.mask if free_bit != 0 and t.used + 1 < t.capacity
@@ -826,20 +828,17 @@ cdef inline flow_t* flow_walk4(const ftab_t* t, const pkt_t* p, uint64_t h,
     cdef uint32_t rev = (<uint32_t>p.dport << 16) | p.sport
     cdef uint32_t s4 = _ld32(p.src), d4 = _ld32(p.dst)
     cdef uint64_t i = h >> t.shift
-    cdef int n
+    cdef int n, m
     cdef const flow_t* f
     for n in range(<int>t.probe):
         f = &t.slots[i]
         if f.state == 0:
             ins[0] = i if t.used + 1 < t.capacity else FLOW_NO_SLOT
             return NULL
-        if f.proto == p.proto and (f.state & FL_V6) == 0:
-            if f.ports == fwd and _ld32(f.a) == s4 and _ld32(f.b) == d4:
-                d[0] = 0
-                return <flow_t*>f
-            if f.ports == rev and _ld32(f.a) == d4 and _ld32(f.b) == s4:
-                d[0] = 1
-                return <flow_t*>f
+        m = _match4(f, p.proto, fwd, rev, s4, d4)
+        if m >= 0:
+            d[0] = m
+            return <flow_t*>f
         i = (i + 1) & t.mask
     ins[0] = FLOW_NO_SLOT
     return NULL
@@ -945,12 +944,6 @@ cdef uint64_t flow_sweep(const fctx_t* c, uint64_t budget, bint flush_pending) n
                 _flow_flush_pending(c, f)
         t.cursor = (t.cursor + 1) & t.mask
     return expired
-
-
-cdef inline void flow_note_time(ftab_t* t, uint32_t now) noexcept nogil:
-    if not t.has_now or <int32_t>(now - t.now) > 0:
-        t.now = now
-        t.has_now = 1
 
 
 # ---------------------------------------------------------------------------

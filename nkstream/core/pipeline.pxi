@@ -432,14 +432,14 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
     cdef agg_t* a = c.a
     cdef Py_ssize_t b0 = 0, nb0, j, m, nm
     cdef int cur = 0, nxt, nxt2
-    # Software pipelining by blocks of FLOW_BLOCK packets, three blocks deep: block
-    # k+2 is decoded and hashed and the fingerprint bytes of its probe windows are
-    # prefetched; block k+1, whose fingerprints have arrived, has the one slot line
-    # each of its lookups will read prefetched (the matching slot, or the empty slot
-    # a new flow takes); block k is processed.  One flow lookup is a random access
-    # into a table far bigger than the caches; the prefetches of a whole block
-    # overlap each other and the block in hand (docs/flows.md, "Cost").  The
-    # prefetches are hints only: a block's lookups read the fingerprints again.
+    # Software pipelining by blocks of FLOW_BLOCK packets (docs/flows.md, "Prefetch
+    # modes"): one flow lookup is a random access into a table that may be far bigger
+    # than the caches, and the prefetches of a whole block overlap each other and the
+    # work on the block in hand.  Home mode, two blocks in flight: block k+1 decoded,
+    # hashed and its home slots (and the two after each) prefetched while block k is
+    # processed.  Deep mode, three: block k+2 decoded and its fingerprint bytes
+    # prefetched; block k+1's fingerprints scanned and the one slot each lookup will
+    # read prefetched and kept as its hint (hs); block k processed.
     m = n if n < FLOW_BLOCK else FLOW_BLOCK
     _decode_block(base, r, 0, m, n, blk[0], hb[0], hs[0], deep, t, c.p4)
     if deep:
@@ -488,7 +488,7 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
                     _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, 0)
                 continue
             now = <uint32_t>(<uint64_t>r[i].ts_ns >> FLOW_TIME_SHIFT)
-            if not bhas or <int32_t>(now - bnow) > 0:     # flow_note_time, in registers
+            if not bhas or <int32_t>(now - bnow) > 0:     # the latest packet time
                 bnow = now
                 bhas = 1
             keyed = f == NULL
@@ -598,6 +598,6 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
                 _flow_emit(c, f, 1, f.ftag[1], 0, &s if d == 1 else NULL, False)
         b0 = nb0
         cur = nxt
-    # the latest packet time, for the expiry sweep (flow_note_time)
+    # the latest packet time, for the expiry sweep
     t.now = bnow
     t.has_now = bhas
