@@ -125,14 +125,19 @@ ctypedef struct flow_t:
     uint8_t  proto
     uint8_t  state            # FL_*; 0 = empty slot
 
-# The four prefix-table answers of a flow's addresses, in the initiator's order
-# (a = the first packet's src): watch and peer labels of a and of b.  They depend
-# only on the addresses and the tables, so an IPv4 flow looks them up once (at its
-# first packet, or the first after a table swap) and keeps them in the 24 bytes its
-# addresses leave unused (a[4:16] holds ws, wd, ps; b[4:8] holds pd: _fc_get /
-# _fc_put); every later packet derives its sides from them (_sides_of) instead of
-# four LPM walks, without touching another cache line.  ws == SIDES_UNSET: not
-# looked up yet.  IPv6 flows have no room and look their packets up as they come.
+# The prefix-table answers of a flow's addresses depend only on the addresses and
+# the tables, so an IPv4 flow looks them up once (at its first packet, or the first
+# after a table swap) and keeps, in the 24 bytes its addresses leave unused, the
+# sides (DESIGN.md: watch label, peer label, direction) of a packet going either way,
+# by direction d (0: the initiator's way), as byte offsets into the slot:
+#     watch label  4 + 4d   (a[4:8], a[8:12])
+#     peer label  12 + 8d   (a[12:16], b[4:8])
+#     direction   24 + d    (b[8], b[9])
+# (_fc_put, _fc_sides).  Every later packet reads its three with no table walk and
+# no branch (the direction changes from packet to packet of a flow, and which side
+# is watched with it: branches on them mispredict), without touching another cache
+# line.  Watch label of direction 0 == SIDES_UNSET: not looked up yet.  IPv6 flows
+# have no room and look their packets up as they come.
 
 ctypedef struct fside_t:
     uint32_t ws
@@ -157,22 +162,8 @@ cdef inline uint32_t _ld32(const uint8_t* p) noexcept nogil:
 
 
 cdef inline bint _fc_valid(const flow_t* f) noexcept nogil:
-    # (IPv4 flows only) its lookups are cached
+    # (IPv4 flows only) its sides are cached
     return _ld32(f.a + 4) != SIDES_UNSET
-
-
-cdef inline void _fc_get(const flow_t* f, fside_t* o) noexcept nogil:
-    memcpy(&o.ws, f.a + 4, 4)
-    memcpy(&o.wd, f.a + 8, 4)
-    memcpy(&o.ps, f.a + 12, 4)
-    memcpy(&o.pd, f.b + 4, 4)
-
-
-cdef inline void _fc_put(flow_t* f, const fside_t* o) noexcept nogil:
-    memcpy(f.a + 4, &o.ws, 4)
-    memcpy(f.a + 8, &o.wd, 4)
-    memcpy(f.a + 12, &o.ps, 4)
-    memcpy(f.b + 4, &o.pd, 4)
 
 
 cdef inline void _fc_forget(flow_t* f) noexcept nogil:
@@ -294,8 +285,9 @@ cdef inline void _lookups(const pkt_t* p, const lpm4_t* w4, const lpm6_t* w6,
 
 
 cdef inline void _sides_of(const fside_t* l, int d, sides_t* s) noexcept nogil:
-    # _sides() from cached answers `l` (initiator's order) for a packet going
-    # direction d (0: the initiator's way): the same decisions, no table walk.
+    # _sides() from answers `l` (initiator's order) for a packet going direction d
+    # (0: the initiator's way): the same decisions, no table walk.  (Run twice per
+    # flow, when its answers are cached: _fc_put.)
     cdef uint32_t ws, wd, ps, pd
     if d == 0:
         ws = l.ws
@@ -319,6 +311,27 @@ cdef inline void _sides_of(const fside_t* l, int d, sides_t* s) noexcept nogil:
         s.watch = 0
         s.direction = DIR_TRANSIT
         s.peer = pd if pd != 0 else ps
+
+
+cdef inline void _fc_put(flow_t* f, const fside_t* o) noexcept nogil:
+    # Cache an IPv4 flow's sides both ways, from its four answers `o` in the
+    # initiator's order (layout above).
+    cdef sides_t s
+    cdef uint8_t* c = <uint8_t*>f
+    cdef int d
+    for d in range(2):
+        _sides_of(o, d, &s)
+        memcpy(c + 4 + 4 * d, &s.watch, 4)
+        memcpy(c + 12 + 8 * d, &s.peer, 4)
+        c[24 + d] = s.direction
+
+
+cdef inline void _fc_sides(const flow_t* f, int d, sides_t* s) noexcept nogil:
+    # The cached sides of a packet of IPv4 flow `f` going direction d (_fc_valid)
+    cdef const uint8_t* c = <const uint8_t*>f
+    memcpy(&s.watch, c + 4 + 4 * d, 4)
+    memcpy(&s.peer, c + 12 + 8 * d, 4)
+    s.direction = c[24 + d]
 
 
 # Per-packet output of Classifier.annotate_flows (inspection; NULL in normal runs).
@@ -554,10 +567,8 @@ cdef void _flow_sides(const fctx_t* c, const flow_t* f, int d, sides_t* s) noexc
     cdef pkt_t q
     cdef const uint8_t* src
     cdef const uint8_t* dst
-    cdef fside_t l
     if (f.state & FL_V6) == 0 and _fc_valid(f):
-        _fc_get(f, &l)
-        _sides_of(&l, d, s)
+        _fc_sides(f, d, s)
         return
     if d == 0:
         src = f.a
@@ -970,6 +981,8 @@ FLOW_FRAG_SLOTS = FRAG_SLOTS
 FLOW_STATE_NAMES = {"used": FL_USED, "v6": FL_V6, "strong": FL_STRONG, "gaveup": FL_GAVEUP,
                     "fin0": FL_FIN0, "fin1": FL_FIN1, "rst": FL_RST, "uncounted": FL_UNCOUNTED}
 assert sizeof(flow_t) == 64
+# the flow loop turns a packet's TCP flags into state bits by shifting (pipeline.pxi)
+assert FL_RST == TCPF_RST << 4 and FL_FIN0 == TCPF_FIN << 4 and FL_FIN1 == TCPF_FIN << 5
 assert sizeof(fside_t) == 16
 
 

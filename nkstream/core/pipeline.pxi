@@ -505,7 +505,7 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
             if not created:
                 # an existing flow: idle too long, or a closed TCP flow reopened by a SYN
                 # (RFC 9293 s3.5: a new incarnation of the connection)
-                tf = p.tcp_flags if p.proto == 6 else 0
+                tf = p.tcp_flags          # 0 unless TCP (decode.pxi)
                 expired = flow_idle_expired(t, f, now)
                 if expired or ((tf & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN
                                and _flow_class(f) == FT_TCP_CLOSED):
@@ -520,26 +520,26 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
             # this packet's sides from those answers (no table walk).  (The key's
             # protocol and family are the packet's: p.proto, p.ipver.)
             if p.ipver != 6:
-                if _fc_valid(f):
-                    _fc_get(f, &look)
-                else:
+                if not _fc_valid(f):
                     _lookups(p, c.w4, c.w6, c.p4, c.p6, &look)
-                    if d == 1:          # store them in the initiator's order
+                    if d == 1:          # in the initiator's order
                         look.ws, look.wd = look.wd, look.ws
                         look.ps, look.pd = look.pd, look.ps
                     _fc_put(f, &look)
-                _sides_of(&look, d, &s)
+                _fc_sides(f, d, &s)
             else:
                 _sides(p, c.w4, c.w6, c.p4, c.p6, &s)
             agg_count_packet(a, wl, r[i].caplen, p.error, s.watch != 0)
-            if <int32_t>(now - f.last) > 0:
-                f.last = now
-            if p.proto == 6:
-                tf = p.tcp_flags
-                if tf & TCPF_RST:
-                    f.state |= FL_RST
-                if tf & TCPF_FIN:
-                    f.state |= FL_FIN0 if d == 0 else FL_FIN1
+            # Whether a packet is newer than its flow's last (time units of ~1 ms)
+            # or is TCP is no pattern the CPU can predict: no branch on either;
+            # FIN and RST are rare.  p.tcp_flags is 0 unless TCP (decode.pxi); RST
+            # sets FL_RST, FIN sets FL_FIN0 from the initiator (d 0) and FL_FIN1
+            # from the other side (the bits are the flags shifted: asserted at
+            # import, flows.pxi).
+            f.last = now if <int32_t>(now - f.last) > 0 else f.last
+            tf = p.tcp_flags
+            if tf & (TCPF_RST | TCPF_FIN):
+                f.state |= <uint8_t>(((tf & TCPF_RST) << 4) | ((tf & TCPF_FIN) << (4 + d)))
             if f.state & FL_STRONG:
                 agg_add(a, s.watch, s.direction, f.sni if f.sni != 0 else s.peer, f.tag, 1, wl, 0)
                 if ann != NULL:
