@@ -427,6 +427,8 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
     cdef uint32_t sni, wl, now
     cdef uint16_t tag
     cdef uint8_t strong, tf
+    cdef bint st
+    cdef uint32_t sm, peer
     cdef const uint8_t* frame
     cdef ftab_t* t = c.t
     cdef agg_t* a = c.a
@@ -540,25 +542,31 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
             tf = p.tcp_flags
             if tf & (TCPF_RST | TCPF_FIN):
                 f.state |= <uint8_t>(((tf & TCPF_RST) << 4) | ((tf & TCPF_FIN) << (4 + d)))
-            if f.state & FL_STRONG:
-                agg_add(a, s.watch, s.direction, f.sni if f.sni != 0 else s.peer, f.tag, 1, wl, 0)
-                if ann != NULL:
-                    _ann(ann, i, &s, f.sni if f.sni != 0 else s.peer, f.tag, 0, t.ids[f - t.slots])
-                continue
             sni = 0
-            if f.state & FL_GAVEUP:
-                # No verdict: the flow's per-packet fallback (port / protocol / GRE /
-                # peer hint) is what its inspected packets of this direction got, and
-                # none of it depends on the payload -- except through an IP-in-IP
-                # tunnel, whose inner packets vary.  Payload signatures are no longer
-                # looked for (nDPI likewise stops at giving up).
-                if f.seen[d] != 0 and p.proto != 4 and p.proto != 41:
-                    tag = f.ftag[d]
+            if f.state & (FL_STRONG | FL_GAVEUP):
+                # A settled flow, one test for both kinds (a traffic mix interleaves
+                # them packet by packet; a branch per kind mispredicts).  With a
+                # verdict (FL_STRONG): its tag, and its SNI service label as peer
+                # when it has one.  Without (FL_GAVEUP): the flow's per-packet
+                # fallback (port / protocol / GRE / peer hint) is what its inspected
+                # packets of this direction got, and none of it depends on the
+                # payload -- except through an IP-in-IP tunnel, whose inner packets
+                # vary, or in a direction with no packet inspected: those are tagged.
+                # Payload signatures are no longer looked for (nDPI likewise stops
+                # at giving up).
+                st = (f.state & FL_STRONG) != 0
+                if st | ((f.seen[d] != 0) & (p.proto != 4) & (p.proto != 41)):
+                    # picked by masks (gcc branched on `f.tag if st else ...`)
+                    sm = 0u - <uint32_t>st
+                    tag = <uint16_t>((f.tag & sm) | (f.ftag[d] & ~sm))
+                    sni = f.sni & sm
                 else:
                     tag = tag_packet(rules, p, frame, s.peer, &sni)
-                agg_add(a, s.watch, s.direction, sni if sni != 0 else s.peer, tag, 1, wl, 0)
+                sm = 0u - <uint32_t>(sni != 0)
+                peer = (sni & sm) | (s.peer & ~sm)          # the SNI's label, else the address's
+                agg_add(a, s.watch, s.direction, peer, tag, 1, wl, 0)
                 if ann != NULL:
-                    _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, t.ids[f - t.slots])
+                    _ann(ann, i, &s, peer, tag, 0, t.ids[f - t.slots])
                 continue
             strong = 0
             tag = tag_packet_ex(rules, p, frame, s.peer, &sni, &strong)
