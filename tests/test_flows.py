@@ -326,8 +326,6 @@ def test_probe_runs_stay_whole_through_evictions_and_timeouts(env, capacity):
                 assert ft.check() == []
                 windows.append((rows(snap), snap["totals"]))
         runs[mode] = windows
-        if mode == "switch":
-            assert ft.fingerprint_rebuilds == 6
     assert runs["home"] == runs["deep"] == runs["switch"]
     assert runs["home"][0][1]["flow_evictions"] > 0       # the table did run full
 

@@ -195,9 +195,7 @@ ctypedef struct ftab_t:
     uint32_t   probe          # probe window: min(FLOW_PROBE_MAX, capacity)
     uint32_t   win            # its bits: (1 << probe) - 1
     uint32_t   deep_mode      # 0 / 1: deep prefetching off / on; 2: by deep_bytes
-    uint32_t   deep_now       # the mode of the batch in hand (flow_deep); the
-                              # fingerprints are kept only while it is set
-    uint64_t   fp_rebuilds    # times the fingerprints were rebuilt (entering deep mode)
+    uint32_t   deep_now       # the mode of the batch in hand (flow_deep)
     uint64_t   deep_bytes     # live flow bytes beyond which it is on (flow_deep)
     uint64_t   cursor         # next slot of the amortised expiry sweep
     uint32_t   now            # latest packet time seen
@@ -647,10 +645,10 @@ cdef inline uint8_t flow_fp(uint64_t h) noexcept nogil:
 
 
 cdef inline void _fp_set(ftab_t* t, uint64_t i, uint8_t v) noexcept nogil:
-    # (kept only in deep mode: a random write into the fingerprint array is a cache
-    # miss of its own, which the "home" mode does not need to pay)
-    if not t.deep_now:
-        return
+    # Kept in every mode, so that entering deep mode costs nothing (a rebuild from
+    # the slots was a pass over the whole table: 6 ms of the 1M-flow benchmark's
+    # 140, docs/flows.md); home mode prefetches the line with the home slot's
+    # (_decode_block), so the write does not miss.
     t.fp[i] = v
     if i < FLOW_PROBE_MAX - 1:
         t.fp[t.capacity + i] = v      # the mirror a wrapping window reads
@@ -897,24 +895,13 @@ cdef inline uint64_t flow_prefetch(const ftab_t* t, uint64_t h) noexcept nogil:
     return FLOW_NO_SLOT
 
 
-cdef void _fp_rebuild(ftab_t* t) noexcept nogil:
-    # Recompute every slot's fingerprint (and the mirror) from its key: O(capacity),
-    # once each time the table enters deep mode.
-    cdef uint64_t i
-    for i in range(t.capacity):
-        t.fp[i] = flow_fp(_flow_hash_of(&t.slots[i])) if t.slots[i].state != 0 else 0
-    for i in range(min(<uint64_t>(FLOW_PROBE_MAX - 1), t.capacity)):
-        t.fp[t.capacity + i] = t.fp[i]
-
-
 cdef inline bint flow_deep(ftab_t* t) noexcept nogil:
     # The prefetch mode of the next batch (FlowTable.prefetch).  Deep (the slot
     # found from the fingerprints a block ahead) pays when lookups miss the caches:
     # when the live flows' slots outgrow them.  Below, the home slot and the two
-    # after it are prefetched and the slots walked, which costs fewer instructions
-    # and no fingerprint upkeep.  "auto" turns deep on above deep_bytes and off
-    # below half of it (no flapping); the fingerprints are kept only in deep mode
-    # and rebuilt from the slots on entering it.
+    # after it are prefetched and the slots walked, which costs fewer instructions.
+    # "auto" turns deep on above deep_bytes and off below half of it (no
+    # flapping).  The fingerprints are kept in both modes.
     cdef bint deep
     if t.deep_mode != 2:
         deep = t.deep_mode
@@ -922,9 +909,6 @@ cdef inline bint flow_deep(ftab_t* t) noexcept nogil:
         deep = t.used * sizeof(flow_t) * 2 > t.deep_bytes
     else:
         deep = t.used * sizeof(flow_t) > t.deep_bytes
-    if deep and not t.deep_now:
-        _fp_rebuild(t)
-        t.fp_rebuilds += 1
     t.deep_now = deep
     return deep
 
@@ -1150,13 +1134,8 @@ cdef class FlowTable:
 
     @property
     def deep_now(self):
-        """Whether the last batch ran in deep mode (the fingerprints kept)."""
+        """Whether the last batch ran in deep mode."""
         return bool(self.t.deep_now)
-
-    @property
-    def fingerprint_rebuilds(self):
-        """Times the fingerprints were rebuilt from the slots (entering deep mode)."""
-        return self.t.fp_rebuilds
 
     @property
     def deep_bytes(self):
@@ -1179,13 +1158,13 @@ cdef class FlowTable:
     def check(self):
         """The table's invariants, for tests: [] when they hold, else what is wrong.
         Every flow lies within the probe window from its home slot with no empty
-        slot between, at least one slot is empty, `used` counts the flows, and in
-        deep mode (the fingerprints kept) every slot's fingerprint is its key's (0
-        exactly for empty slots) and the mirror after the last slot matches."""
+        slot between, at least one slot is empty, `used` counts the flows, every
+        slot's fingerprint is its key's (0 exactly for empty slots) and the mirror
+        after the last slot matches."""
         cdef uint64_t i, j, home, n = 0
         cdef flow_t* f
         cdef ftab_t* t = self.t
-        cdef bint fps = t.deep_now
+        cdef bint fps = True
         bad = []
         for i in range(t.capacity):
             f = &t.slots[i]

@@ -350,7 +350,8 @@ cdef inline void _decode_block(const uint8_t* base, const rec_t* r, Py_ssize_t b
     # cache misses: deep mode, on the fingerprint bytes of their probe windows (32
     # bytes: one line, or two when they straddle; the slots follow a block later,
     # _prefetch_block); else on the home slot and the two after it (a displaced key
-    # or a new flow's free slot is usually there), the home slot being the hint.
+    # or a new flow's free slot is usually there), the home slot being the hint,
+    # and on the home slot's fingerprint byte (kept in both modes).
     cdef Py_ssize_t j, i
     cdef uint64_t h
     cdef pkt_t* p
@@ -367,6 +368,7 @@ cdef inline void _decode_block(const uint8_t* base, const rec_t* r, Py_ssize_t b
                 NKS_PREFETCH_LINE(t.fp + h)
                 NKS_PREFETCH_LINE(t.fp + h + FLOW_PROBE_MAX - 1)
             else:
+                NKS_PREFETCH_LINE(t.fp + h)      # a new flow writes its fingerprint
                 NKS_PREFETCH_LINE(&t.slots[h])
                 NKS_PREFETCH_LINE(&t.slots[(h + 1) & t.mask])
                 NKS_PREFETCH_LINE(&t.slots[(h + 2) & t.mask])
