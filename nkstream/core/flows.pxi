@@ -68,7 +68,26 @@ cdef extern from *:
         return m;
     }
     #endif
+    /* The 128-bit product of a and b folded to 64 bits (high half xor low half):
+       every bit of either input moves most bits of the result (the mixing step of
+       wyhash / MUM hashing), in one multiply. */
+    #if defined(__SIZEOF_INT128__)
+    static inline uint64_t nks_mum(uint64_t a, uint64_t b) {
+        unsigned __int128 r = (unsigned __int128)a * b;
+        return (uint64_t)r ^ (uint64_t)(r >> 64);
+    }
+    #else
+    static inline uint64_t nks_mum(uint64_t a, uint64_t b) {
+        uint64_t al = a & 0xFFFFFFFFu, ah = a >> 32, bl = b & 0xFFFFFFFFu, bh = b >> 32;
+        uint64_t ll = al * bl, lh = al * bh, hl = ah * bl, hh = ah * bh;
+        uint64_t mid = (ll >> 32) + (lh & 0xFFFFFFFFu) + (hl & 0xFFFFFFFFu);
+        uint64_t lo = (ll & 0xFFFFFFFFu) | (mid << 32);
+        uint64_t hi = hh + (lh >> 32) + (hl >> 32) + (mid >> 32);
+        return lo ^ hi;
+    }
+    #endif
     """
+    uint64_t nks_mum(uint64_t a, uint64_t b) noexcept nogil
     void NKS_PREFETCH_LINE(const void* p) noexcept nogil
     void NKS_PREFETCH_KEEP(const void* p) noexcept nogil
     uint32_t NKS_CTZ32(uint32_t x) noexcept nogil
@@ -389,9 +408,12 @@ cdef inline uint64_t flow_hash(const uint8_t* a, uint16_t pa, const uint8_t* b,
                                uint8_t v6) noexcept nogil:
     # Symmetric in the two sides, so both directions of a flow hash to the same home
     # slot.  IPv4 (the common case, cheap): each side is 48 bits (address, port); the
-    # pair is put in order and mixed once.  IPv6: a sum and a xor of the per-side
-    # hashes.  MurmurHash3's finaliser spreads every input bit over the result.
-    cdef uint64_t x, y, m
+    # pair is put in order and mixed by one 64x64->128-bit multiply (nks_mum; the
+    # constants set bits above the 48, so neither factor is ever 0), the protocol in
+    # the top bits of one side; an id (GRE key, SPI: those flows are rare) takes a
+    # second multiply.  IPv6: a sum and a xor of the per-side hashes, MurmurHash3's
+    # finaliser.  The fingerprint is the low byte, the home slot the high bits.
+    cdef uint64_t x, y, m, h
     if v6 == 0:
         x = (<uint64_t>_ld32(a) << 16) | pa
         y = (<uint64_t>_ld32(b) << 16) | pb
@@ -400,8 +422,11 @@ cdef inline uint64_t flow_hash(const uint8_t* a, uint16_t pa, const uint8_t* b,
         m = (x ^ y) & (<uint64_t>0 - <uint64_t>(x > y))
         x ^= m
         y ^= m
-        return _fmix64((x * <uint64_t>0x9E3779B97F4A7C15ULL) ^ y
-                       ^ (((<uint64_t>id << 16) | (<uint64_t>proto << 8)) * <uint64_t>0xC2B2AE3D27D4EB4FULL))
+        h = nks_mum(x ^ <uint64_t>0x9E3779B97F4A7C15ULL,
+                    y ^ (<uint64_t>proto << 48) ^ <uint64_t>0xC2B2AE3D27D4EB4FULL)
+        if id != 0:
+            h = nks_mum(h ^ id, <uint64_t>0x165667B19E3779F9ULL)
+        return h
     x = _side_hash(a, pa)
     y = _side_hash(b, pb)
     return _fmix64((x + y) ^ ((x ^ y) * <uint64_t>0xD6E8FEB86659FD93ULL)
