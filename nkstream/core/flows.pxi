@@ -330,17 +330,19 @@ cdef inline void _sides_of(const fside_t* l, int d, sides_t* s) noexcept nogil:
         s.peer = pd if pd != 0 else ps
 
 
-cdef inline void _fc_put(flow_t* f, const fside_t* o) noexcept nogil:
+cdef inline void _fc_put(flow_t* f, const fside_t* o, int d, sides_t* out) noexcept nogil:
     # Cache an IPv4 flow's sides both ways, from its four answers `o` in the
-    # initiator's order (layout above).
+    # initiator's order (layout above); *out: those of direction d.
     cdef sides_t s
     cdef uint8_t* c = <uint8_t*>f
-    cdef int d
-    for d in range(2):
-        _sides_of(o, d, &s)
-        memcpy(c + 4 + 4 * d, &s.watch, 4)
-        memcpy(c + 12 + 8 * d, &s.peer, 4)
-        c[24 + d] = s.direction
+    cdef int k
+    for k in range(2):
+        _sides_of(o, k, &s)
+        memcpy(c + 4 + 4 * k, &s.watch, 4)
+        memcpy(c + 12 + 8 * k, &s.peer, 4)
+        c[24 + k] = s.direction
+        if k == d:
+            out[0] = s
 
 
 cdef inline void _fc_sides(const flow_t* f, int d, sides_t* s) noexcept nogil:

@@ -431,6 +431,7 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
     cdef uint8_t strong, tf
     cdef bint st
     cdef uint32_t sm, peer
+    cdef uint64_t nbytes
     cdef const uint8_t* frame
     cdef ftab_t* t = c.t
     cdef agg_t* a = c.a
@@ -492,9 +493,10 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
                     _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, 0)
                 continue
             now = <uint32_t>(<uint64_t>r[i].ts_ns >> FLOW_TIME_SHIFT)
-            if not bhas or <int32_t>(now - bnow) > 0:     # the latest packet time
-                bnow = now
-                bhas = 1
+            # the latest packet time (no branch: which packet is the newest is no
+            # pattern)
+            bnow = now if (bhas == 0) | (<int32_t>(now - bnow) > 0) else bnow
+            bhas = 1
             keyed = f == NULL
             if keyed:
                 if ins != FLOW_NO_SLOT:
@@ -524,13 +526,14 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
             # this packet's sides from those answers (no table walk).  (The key's
             # protocol and family are the packet's: p.proto, p.ipver.)
             if p.ipver != 6:
-                if not _fc_valid(f):
+                if _fc_valid(f):
+                    _fc_sides(f, d, &s)
+                else:
                     _lookups(p, c.w4, c.w6, c.p4, c.p6, &look)
                     if d == 1:          # in the initiator's order
                         look.ws, look.wd = look.wd, look.ws
                         look.ps, look.pd = look.pd, look.ps
-                    _fc_put(f, &look)
-                _fc_sides(f, d, &s)
+                    _fc_put(f, &look, d, &s)
             else:
                 _sides(p, c.w4, c.w6, c.p4, c.p6, &s)
             agg_count_packet(a, wl, r[i].caplen, p.error, s.watch != 0)
@@ -572,7 +575,8 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
                 continue
             strong = 0
             tag = tag_packet_ex(rules, p, frame, s.peer, &sni, &strong)
-            if <uint64_t>f.pbytes[d] + wl > 0xFFFFFFFFU:
+            nbytes = <uint64_t>f.pbytes[d] + wl
+            if nbytes > 0xFFFFFFFFU:
                 # cannot hold it (a multi-GiB TSO frame): give up on this flow now
                 f.state |= FL_GAVEUP
                 _flow_emit(c, f, 0, f.ftag[0], 0, &s if d == 0 else NULL, False)
@@ -584,7 +588,7 @@ cdef void _process_batch_flows(const uint8_t* base, const rec_t* r, Py_ssize_t n
             if ann != NULL:
                 _ann(ann, i, &s, s.peer, tag, 1, t.ids[f - t.slots])
             f.pkts[d] += 1
-            f.pbytes[d] += wl
+            f.pbytes[d] = <uint32_t>nbytes
             f.ftag[d] = tag
             if f.seen[d] < 255:
                 f.seen[d] += 1
