@@ -288,12 +288,15 @@ cdef inline void _sides(const pkt_t* p, const lpm4_t* w4, const lpm6_t* w6,
 
 cdef inline void _lookups(const pkt_t* p, const lpm4_t* w4, const lpm6_t* w6,
                           const lpm4_t* p4, const lpm6_t* p6, fside_t* o) noexcept nogil:
-    # All four answers of an IP packet's addresses, in the packet's orientation.
+    # The answers _fc_put needs of an IP packet's addresses, in the packet's
+    # orientation: both watch labels, and the peer labels _sides_of can pick in
+    # either direction -- with exactly one side watched, only the other side's
+    # (the peer of both directions); 0 stands for one not looked up.
     if p.ipver == 4:
         o.ws = lpm4_lookup(w4, p.src4)
         o.wd = lpm4_lookup(w4, p.dst4)
-        o.ps = lpm4_lookup(p4, p.src4)
-        o.pd = lpm4_lookup(p4, p.dst4)
+        o.ps = lpm4_lookup(p4, p.src4) if (o.ws == 0) | (o.wd != 0) else 0
+        o.pd = lpm4_lookup(p4, p.dst4) if (o.wd == 0) | (o.ws != 0) else 0
     else:
         o.ws = lpm6_lookup(w6, p.src)
         o.wd = lpm6_lookup(w6, p.dst)
@@ -333,16 +336,17 @@ cdef inline void _sides_of(const fside_t* l, int d, sides_t* s) noexcept nogil:
 cdef inline void _fc_put(flow_t* f, const fside_t* o, int d, sides_t* out) noexcept nogil:
     # Cache an IPv4 flow's sides both ways, from its four answers `o` in the
     # initiator's order (layout above); *out: those of direction d.
-    cdef sides_t s
+    cdef sides_t s0, s1
     cdef uint8_t* c = <uint8_t*>f
-    cdef int k
-    for k in range(2):
-        _sides_of(o, k, &s)
-        memcpy(c + 4 + 4 * k, &s.watch, 4)
-        memcpy(c + 12 + 8 * k, &s.peer, 4)
-        c[24 + k] = s.direction
-        if k == d:
-            out[0] = s
+    _sides_of(o, 0, &s0)
+    _sides_of(o, 1, &s1)
+    memcpy(c + 4, &s0.watch, 4)
+    memcpy(c + 8, &s1.watch, 4)
+    memcpy(c + 12, &s0.peer, 4)
+    memcpy(c + 20, &s1.peer, 4)
+    c[24] = s0.direction
+    c[25] = s1.direction
+    out[0] = s1 if d else s0
 
 
 cdef inline void _fc_sides(const flow_t* f, int d, sides_t* s) noexcept nogil:
@@ -1092,9 +1096,11 @@ cdef class FlowTable:
         # On huge pages where the kernel allows (nks_table_alloc): a flow lookup is
         # a random access into the table, and 4 KiB pages would make most of them a
         # TLB miss as well as a cache miss.  Zeroed, every page touched: the bound
-        # is resident from the start.
+        # is resident from the start.  The fingerprints likewise (read at random in
+        # deep mode, written at random by every new flow; from calloc, a 2 MiB
+        # array's pages were faulted in one by one by the first batches' writes).
         self.t.slots = <flow_t*>nks_table_alloc(cap * sizeof(flow_t))
-        self.t.fp = <uint8_t*>calloc(cap + FP_PAD, 1)
+        self.t.fp = <uint8_t*>nks_table_alloc(cap + FP_PAD)
         self.t.frags = <fragent_t*>calloc(FRAG_SLOTS, sizeof(fragent_t))
         if self.t.slots == NULL or self.t.fp == NULL or self.t.frags == NULL:
             free(self.t.slots)
