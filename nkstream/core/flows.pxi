@@ -765,7 +765,11 @@ cdef flow_t* flow_lookup(const fctx_t* c, const fkey_t* k, uint32_t now,
                 return f
             cand &= cand - 1
     else:
-        # by walking the slots (in cache: the "home" prefetch mode), the same answer
+        # by walking the slots, the same answer: the fingerprints are valid in
+        # home mode too, but with the slots in cache (and the home slot and the
+        # two after it prefetched) the walk is faster -- the fingerprints in both
+        # modes measured the mixed capture 42.3 -> 43.8 ns/packet with flow state
+        # (bench_flows, 4 rounds alternating)
         free_bit = 0
         for n in range(<int>t.probe):
             f = &t.slots[(i + <uint64_t>n) & t.mask]
@@ -1197,17 +1201,16 @@ cdef class FlowTable:
         cdef uint64_t i, j, home, n = 0
         cdef flow_t* f
         cdef ftab_t* t = self.t
-        cdef bint fps = True
         bad = []
         for i in range(t.capacity):
             f = &t.slots[i]
             if f.state == 0:
-                if fps and t.fp[i] != 0:
+                if t.fp[i] != 0:
                     bad.append(f"slot {i}: empty, fingerprint {t.fp[i]}")
                 continue
             n += 1
             home = _flow_home(t, f)
-            if fps and t.fp[i] != flow_fp(_flow_hash_of(f)):
+            if t.fp[i] != flow_fp(_flow_hash_of(f)):
                 bad.append(f"slot {i}: fingerprint {t.fp[i]}, key's {flow_fp(_flow_hash_of(f))}")
             if ((i - home) & t.mask) >= t.probe:
                 bad.append(f"slot {i}: {(i - home) & t.mask} slots past its home {home}")
@@ -1217,7 +1220,7 @@ cdef class FlowTable:
                     bad.append(f"slot {i}: empty slot {j} between it and its home {home}")
                     break
                 j = (j + 1) & t.mask
-        for i in range(min(<uint64_t>(FLOW_PROBE_MAX - 1), t.capacity) if fps else 0):
+        for i in range(min(<uint64_t>(FLOW_PROBE_MAX - 1), t.capacity)):
             if t.fp[t.capacity + i] != t.fp[i]:
                 bad.append(f"fingerprint mirror {i}: {t.fp[t.capacity + i]} != {t.fp[i]}")
         if n != t.used:
