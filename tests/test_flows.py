@@ -294,8 +294,8 @@ def test_probe_runs_stay_whole_through_evictions_and_timeouts(env, capacity):
     # (Before the table kept one slot empty, a deletion from a full table broke
     # runs: FlowTable.check() failed here at every capacity but 16.)
     # The same in both prefetch modes and switching between them every batch (the
-    # fingerprints rebuilt on entering deep mode, checked by check() there): the
-    # invariants hold after every batch, and every window counts exactly the same.
+    # fingerprints kept in both, checked by check()): the invariants hold after
+    # every batch, and every window counts exactly the same.
     runs = {}
     for mode in ("home", "deep", "switch"):
         rng = np.random.default_rng(capacity)
