@@ -9,7 +9,12 @@ Two inputs:
   /tmp/nkstream-bench-synth-v2-{N}-seed0.pcap): realistic flow lengths;
 - many short flows: a dedicated generator builds N distinct TCP flows of 3 packets
   (SYN, SYN-ACK, ACK), each round sent over all flows before the next, so all N
-  flows are in the table at once (N concurrent flows, 3N packets).
+  flows are in the table at once (N concurrent flows, 3N packets): every packet is
+  among its flow's first three, the worst case for flow state;
+- the same N concurrent flows as TLS sessions of 12 packets (`--sessions`): the
+  handshake, a ClientHello whose SNI decides the flow, then 8 packets of the
+  decided flow, each round again over all flows -- flow state's cost when most
+  packets belong to flows it has already decided, as on a real link.
 
 Reported: ns/packet of `process()` with flows off and on (best of --repeat, process
 CPU time), the throughput ratio, the time of the window close (`close_window()`, a
@@ -50,50 +55,103 @@ def synth_batches(n_packets):
     return out
 
 
-def short_flow_batches(n_flows, batch=65536, seed=0):
-    """3 * n_flows packets of n_flows concurrent TCP flows (60-byte frames)."""
-    rng = np.random.default_rng(seed)
-    # clients in the shipped watch table's KP range, servers anywhere public
+def _tcp_frames(src, dst, sport, dport, flags, payload_len, size):
+    """One frame per row (Ethernet + IPv4 + 20-byte TCP, `size` bytes in all), the
+    payload left zero for the caller."""
+    n = len(src)
+    frames = np.zeros((n, size), np.uint8)
+    frames[:, 12:14] = (0x08, 0x00)
+    frames[:, 14] = 0x45
+    tot = np.full(n, 40 + payload_len, ">u2")
+    frames[:, 16:18] = tot.view(np.uint8).reshape(-1, 2)
+    frames[:, 22] = 64
+    frames[:, 23] = 6
+    frames[:, 26:30] = src.astype(">u4").view(np.uint8).reshape(-1, 4)
+    frames[:, 30:34] = dst.astype(">u4").view(np.uint8).reshape(-1, 4)
+    frames[:, 34:36] = sport.astype(">u2").view(np.uint8).reshape(-1, 2)
+    frames[:, 36:38] = dport.astype(">u2").view(np.uint8).reshape(-1, 2)
+    frames[:, 46] = 0x50
+    frames[:, 47] = flags
+    return frames
+
+
+def _endpoints(rng, n_flows):
+    """Clients in the shipped watch table's KP range, servers anywhere public,
+    client ports: n_flows draws each (the caller drops repeated flows, _distinct)."""
     cli = (np.uint32(0xAF2DB000) + rng.integers(0, 1024, n_flows, dtype=np.uint32))
     srv = rng.integers(0x01000000, 0xDF000000, n_flows, dtype=np.uint32)
     sport = rng.integers(1024, 65536, n_flows, dtype=np.uint32).astype(np.uint16)
-    dport = rng.choice(np.array([443, 80, 8333, 3333, 53, 1194], np.uint16), n_flows)
+    return cli, srv, sport
+
+
+def _distinct(cli, srv, sport, *more):
+    """The arrays restricted to one row per (client, server, client port)."""
     key = (cli.astype(np.uint64) << 32) ^ srv.astype(np.uint64) ^ (sport.astype(np.uint64) << 7)
     keep = np.unique(key, return_index=True)[1]
-    cli, srv, sport, dport = cli[keep], srv[keep], sport[keep], dport[keep]
-    n = len(cli)
-    order = np.concatenate([rng.permutation(n) for _ in range(3)])
-    rnd = np.repeat(np.arange(3), n)
-    fwd = rnd != 1                                  # SYN, ACK client->server; SYN-ACK back
-    total = 3 * n
-    frames = np.zeros((total, 60), np.uint8)
-    frames[:, 12:14] = (0x08, 0x00)
-    frames[:, 14] = 0x45
-    frames[:, 16:18] = (0, 46)                      # IPv4 total length: 20 + 20 + 6
-    frames[:, 22] = 64
-    frames[:, 23] = 6
-    s_ip = np.where(fwd, cli[order], srv[order]).astype(">u4")
-    d_ip = np.where(fwd, srv[order], cli[order]).astype(">u4")
-    frames[:, 26:30] = s_ip.view(np.uint8).reshape(-1, 4)
-    frames[:, 30:34] = d_ip.view(np.uint8).reshape(-1, 4)
-    sp = np.where(fwd, sport[order], dport[order]).astype(">u2")
-    dp = np.where(fwd, dport[order], sport[order]).astype(">u2")
-    frames[:, 34:36] = sp.view(np.uint8).reshape(-1, 2)
-    frames[:, 36:38] = dp.view(np.uint8).reshape(-1, 2)
-    frames[:, 46] = 0x50
-    frames[:, 47] = np.choose(rnd, [0x02, 0x12, 0x10])
+    return [x[keep] for x in (cli, srv, sport) + more]
+
+
+def _batches(frames, first, batch):
+    """(data, recs) batches of `batch` packets from one frame per row of `frames`,
+    the packets numbered from `first` (100 ns apart)."""
+    total, size = frames.shape
     data = frames.reshape(-1)
     recs = np.zeros(total, _core.REC_DTYPE)
-    recs["ts_ns"] = 1_767_225_600 * 10**9 + np.arange(total, dtype=np.int64) * 100
-    recs["off"] = np.arange(total, dtype=np.uint64) * 60
-    recs["caplen"] = recs["wirelen"] = 60
+    recs["ts_ns"] = 1_767_225_600 * 10**9 + (first + np.arange(total, dtype=np.int64)) * 100
+    recs["off"] = np.arange(total, dtype=np.uint64) * size
+    recs["caplen"] = recs["wirelen"] = size
     recs["linktype"] = 1
     out = []
     for lo in range(0, total, batch):
         hi = min(total, lo + batch)
         r = recs[lo:hi].copy()
-        r["off"] -= lo * 60
-        out.append((data[lo * 60:hi * 60], r))
+        r["off"] -= lo * size
+        out.append((data[lo * size:hi * size], r))
+    return out
+
+
+def short_flow_batches(n_flows, batch=65536, seed=0):
+    """3 * n_flows packets of n_flows concurrent TCP flows (60-byte frames)."""
+    rng = np.random.default_rng(seed)
+    cli, srv, sport = _endpoints(rng, n_flows)
+    dport = rng.choice(np.array([443, 80, 8333, 3333, 53, 1194], np.uint16), n_flows)
+    cli, srv, sport, dport = _distinct(cli, srv, sport, dport)
+    n = len(cli)
+    order = np.concatenate([rng.permutation(n) for _ in range(3)])
+    rnd = np.repeat(np.arange(3), n)
+    fwd = rnd != 1                                  # SYN, ACK client->server; SYN-ACK back
+    frames = _tcp_frames(np.where(fwd, cli[order], srv[order]),
+                         np.where(fwd, srv[order], cli[order]),
+                         np.where(fwd, sport[order], dport[order]),
+                         np.where(fwd, dport[order], sport[order]),
+                         np.choose(rnd, [0x02, 0x12, 0x10]), 6, 60)
+    return _batches(frames, 0, batch), n
+
+
+def tls_session_batches(n_flows, batch=65536, seed=0):
+    """12 * n_flows packets of n_flows concurrent TLS sessions: SYN, SYN-ACK, ACK,
+    a ClientHello (SNI r3---sn-abc.googlevideo.com, which decides the flow), then
+    8 packets alternating server -> client and back (60-byte frames, 6 payload
+    bytes); round k sends packet k of every flow, in a fresh random order."""
+    from nkstream import synth
+    rng = np.random.default_rng(seed)
+    cli, srv, sport = _distinct(*_endpoints(rng, n_flows))
+    n = len(cli)
+    dport = np.full(n, 443, np.uint16)
+    hello = np.frombuffer(synth.tls_client_hello("r3---sn-abc.googlevideo.com",
+                                                 lambda k: bytes(range(k))), np.uint8)
+    # (from the client?, TCP flags, payload bytes) of each round
+    rounds = [(True, 0x02, 6), (False, 0x12, 6), (True, 0x10, 6), (True, 0x18, len(hello))]
+    rounds += [(k % 2 == 1, 0x18, 6) for k in range(8)]
+    out = []
+    for k, (fwd, flags, plen) in enumerate(rounds):
+        o = rng.permutation(n)
+        a, b = (cli[o], srv[o]) if fwd else (srv[o], cli[o])
+        pa, pb = (sport[o], dport[o]) if fwd else (dport[o], sport[o])
+        frames = _tcp_frames(a, b, pa, pb, flags, plen, max(60, 54 + plen))
+        if plen == len(hello):
+            frames[:, 54:54 + plen] = hello
+        out += _batches(frames, k * n, batch)
     return out, n
 
 
@@ -158,6 +216,8 @@ def main(argv=None):
     ap.add_argument("--flows", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--sessions", action="store_true",
+                    help="also the --flows concurrent flows as 12-packet TLS sessions")
     a = ap.parse_args(argv)
     rows = []
     b = synth_batches(a.packets)
@@ -169,6 +229,11 @@ def main(argv=None):
         cap <<= 1
     rows.append(compare(f"{n // 1000}k concurrent flows", b, cap, a.repeat))
     rows.append(compare(f"{n // 1000}k flows, table {cap // 2 // 1024}k", b, cap // 2, a.repeat))
+    del b
+    if a.sessions:
+        b, n = tls_session_batches(a.flows)
+        rows.append(compare(f"{n // 1000}k concurrent TLS sessions", b, cap, a.repeat))
+        del b
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     if a.json:
         import json
@@ -189,6 +254,10 @@ def test_short_flows_off(benchmark):
 
 def test_short_flows_on(benchmark):
     _bench(benchmark, short_flow_batches(200_000)[0], 1 << 19)
+
+
+def test_tls_sessions_on(benchmark):
+    _bench(benchmark, tls_session_batches(50_000)[0], 1 << 17)
 
 
 if __name__ == "__main__":
