@@ -441,6 +441,9 @@ class Capture:
         buf, end, _eof, pos = self._first
         self._first = None
         w = self._walker
+        # the whole file, the same buffer for every walk: records may be walked
+        # ahead of the batch (RecordWalker.chains)
+        w.chains = True
         self._pop_to = 0
         while True:
             recs = self._recs_array()

@@ -117,6 +117,14 @@ ctypedef struct walk_t:
     uint64_t err_val, err_val2
     # totals over all walks
     uint64_t packets, wirebytes, capbytes, blocks_skipped
+    # classic pcap in a large buffer: records walked ahead by chains (nkr_mc_*),
+    # held in file order and handed out from mc_i (rec.off absolute in the buffer)
+    int      mc_off        # 1: never (RecordWalker.chains, off unless set)
+    rec_t*   mc            # MC_CAP records, allocated on first use
+    Py_ssize_t mc_n, mc_i
+    uint64_t mc_handed     # records handed out from chains (RecordWalker.chained)
+    const uint8_t* mc_buf  # the buffer they were walked in
+    uint64_t mc_buflen
 
 
 cdef inline int64_t nkr_ticks_ns(const nkr_iface_t* f, uint64_t t) noexcept nogil:
@@ -207,10 +215,252 @@ cdef int nkr_add_iface(walk_t* w, const uint8_t* p, uint32_t blen) noexcept nogi
     return 0
 
 
+# Walking a mapped classic pcap by chains.
+#
+# The walker below chases record lengths and prefetches every line of the buffer
+# ahead of itself, so the whole file streams through the caches although only each
+# record's header and its frame's first lines are read: on the benchmark capture
+# (490 bytes a packet) that stream is most of the read's cost (docs/benchmarks.md,
+# "The record walk reads the whole file").  Where at least a window of
+# MC_K regions of MC_RB bytes (plus a largest record) lies ahead in the buffer, the
+# window is walked instead by MC_K chains side by side, one per region, each
+# prefetching only its next header and the line after it: MC_K misses in flight,
+# and the payload lines are never fetched.
+#
+# Region k > 0 starts at the first offset, in its first MC_SYNC_SCAN bytes, where
+# MC_SYNC_RECS consecutive headers are plausible (nkr_mc_plausible; one: following
+# a guessed length to check the next header is a dependent cache miss per region,
+# which made small windows slow).  That is a guess; it is accepted only when chain k-1, walking from an accepted start, lands
+# exactly on it -- then it is a record start of the sequential walk, and so are all
+# of chain k's records, by the same argument as for chain 0.  At the first chain
+# that fails (a chain overshooting the next start, a damaged length), the records up
+# to the last accepted position are kept and the sequential walker takes over from
+# there, so every error is found, and reported, by the sequential walker at its
+# exact offset.  A region with no plausible start (records longer than the scan,
+# e.g. jumbo frames) is walked by the chain before it.
+cdef enum:
+    MC_K = 64                 # chains, one per region
+    MC_RB = 65536             # bytes per region: a window of 4 MiB
+    MC_SYNC_SCAN = 2048       # bytes of a region searched for its first record
+    MC_SYNC_RECS = 1          # plausible headers in a row that make a start
+    MC_SEG = MC_RB // 16 + 2  # records a chain can hold (its region, then one more)
+    MC_CAP = MC_K * MC_SEG    # scratch records (32 bytes each: 8.4 MB, touched as used)
+    MC_MIN_REC = 256          # mean bytes a record (header included) below which
+                              # the chains do not pay: every line then holds headers
+    MC_WARMUP = 1024          # records walked one after the other before the mean counts
+
+cdef extern from *:
+    """
+    #define NKS_MC_NONE UINT64_MAX
+    """
+    const uint64_t MC_NONE "NKS_MC_NONE"
+
+
+cdef inline bint nkr_mc_plausible(const uint8_t* h, uint32_t fracmax,
+                                  uint32_t sec0) noexcept nogil:
+    # A header a capture tool could have written (little-endian, 16 bytes), near in
+    # time to the window's first record (sec0): within a day of it, the fraction in
+    # range, a captured length of 1 byte to libpcap's limit and no more than the
+    # wire length.  (Runs of zeros, as in padding, fail the time.)
+    cdef uint32_t caplen = nkr_rd32(h + 8, 0), wirelen = nkr_rd32(h + 12, 0)
+    return ((nkr_rd32(h, 0) - sec0 + 86400u) <= 2u * 86400u and nkr_rd32(h + 4, 0) < fracmax
+            and caplen - 1u < <uint32_t>MAX_CAPLEN and caplen <= wirelen)
+
+
+cdef uint64_t nkr_mc_sync(const uint8_t* buf, uint64_t lo, uint64_t hi,
+                          uint32_t fracmax, uint32_t sec0) noexcept nogil:
+    # The first offset in [lo, hi) where MC_SYNC_RECS headers in a row are
+    # plausible, the chain of lengths staying below hi + MC_SYNC_RECS largest
+    # records (the caller keeps that much buffer); MC_NONE if there is none.
+    cdef uint64_t q, r
+    cdef int j
+    for q in range(lo, hi):
+        r = q
+        for j in range(MC_SYNC_RECS):
+            if not nkr_mc_plausible(buf + r, fracmax, sec0):
+                break
+            r += 16 + nkr_rd32(buf + r + 8, 0)
+        else:
+            return q
+    return MC_NONE
+
+
+cdef Py_ssize_t nkr_mc_window(walk_t* w, const uint8_t* buf, uint64_t buflen) noexcept nogil:
+    """Walk the window at w.pos by chains into w.mc (file order, rec.off absolute);
+    the number of records accepted (0: no window here, or nothing accepted)."""
+    cdef uint64_t pos0 = w.pos
+    cdef uint64_t start[MC_K]
+    cdef uint64_t at[MC_K]
+    cdef uint64_t tgt[MC_K]
+    cdef Py_ssize_t cnt[MC_K]
+    cdef uint8_t bad[MC_K]
+    cdef uint64_t nxt, P, wend
+    cdef uint32_t fracmax = 1000000000 if w.tsmul == 1 else 1000000
+    cdef uint32_t sec, frac, caplen, wirelen
+    cdef int64_t tsmul = w.tsmul
+    cdef uint16_t lt = w.linktype
+    cdef int k, live, last
+    cdef Py_ssize_t n
+    cdef rec_t* r
+    cdef rec_t* seg
+    # room for the window, a record overrunning it and the starts' scans
+    if w.mc_off or w.big or w.hdrlen != 16:
+        return 0
+    # small records: the sequential walk reads nearly every line anyway, and the
+    # chains' bookkeeping per record then costs more than it saves (a file of
+    # 76-byte records walked 4x slower)
+    if w.packets < MC_WARMUP or w.capbytes + 16 * w.packets < <uint64_t>MC_MIN_REC * w.packets:
+        return 0
+    if buflen < pos0 or buflen - pos0 < <uint64_t>MC_K * MC_RB + MC_SYNC_SCAN + (MC_SYNC_RECS + 1) * (16 + MAX_CAPLEN):
+        return 0
+    if w.mc == NULL:
+        w.mc = <rec_t*>malloc(<size_t>MC_CAP * sizeof(rec_t))
+        if w.mc == NULL:
+            return 0
+    wend = pos0 + <uint64_t>MC_K * MC_RB
+    start[0] = pos0
+    for k in range(1, MC_K):
+        nkr_prefetch(buf + pos0 + <uint64_t>k * MC_RB)
+        nkr_prefetch(buf + pos0 + <uint64_t>k * MC_RB + NKR_LINE)
+    for k in range(1, MC_K):
+        start[k] = nkr_mc_sync(buf, pos0 + <uint64_t>k * MC_RB,
+                               pos0 + <uint64_t>k * MC_RB + MC_SYNC_SCAN, fracmax,
+                               nkr_rd32(buf + pos0, 0))
+    # each chain walks to the next chain's start (the last one: past the window end)
+    nxt = wend
+    for k in range(MC_K - 1, -1, -1):
+        tgt[k] = nxt
+        if start[k] != MC_NONE:
+            nxt = start[k]
+        at[k] = start[k]
+        cnt[k] = 0
+        bad[k] = 0
+        if start[k] != MC_NONE:
+            nkr_prefetch(buf + start[k])
+    live = 1
+    while live:
+        live = 0
+        for k in range(MC_K):
+            P = at[k]
+            if P == MC_NONE or P >= tgt[k] or bad[k] or cnt[k] >= MC_SEG:
+                continue
+            live = 1
+            sec = nkr_rd32(buf + P, 0)
+            frac = nkr_rd32(buf + P + 4, 0)
+            caplen = nkr_rd32(buf + P + 8, 0)
+            wirelen = nkr_rd32(buf + P + 12, 0)
+            if caplen > MAX_CAPLEN:
+                bad[k] = 1        # the sequential walker will say so, at this offset
+                continue
+            r = &w.mc[<Py_ssize_t>k * MC_SEG + cnt[k]]
+            r.ts_ns = <int64_t>sec * 1000000000 + <int64_t>frac * tsmul
+            r.off = P + 16
+            r.caplen = caplen
+            r.wirelen = wirelen
+            r.linktype = lt
+            r.vlan_tci = 0
+            r.vlan_tpid = 0
+            r.iface = 0
+            cnt[k] += 1
+            P += 16 + caplen
+            at[k] = P
+            nkr_prefetch(buf + P)
+            nkr_prefetch(buf + P + NKR_LINE)
+    # Accept chain 0, then each next chain whose start the accepted chains reached
+    # exactly; gather the accepted records in file order at the front of w.mc.
+    n = cnt[0]
+    if bad[0] or at[0] != tgt[0]:
+        last = 0
+    else:
+        last = -1
+        for k in range(1, MC_K):
+            if start[k] == MC_NONE:
+                continue
+            seg = &w.mc[<Py_ssize_t>k * MC_SEG]
+            if n != <Py_ssize_t>k * MC_SEG:
+                memmove(&w.mc[n], seg, cnt[k] * sizeof(rec_t))
+            n += cnt[k]
+            if bad[k] or at[k] != tgt[k]:
+                last = k
+                break
+    w.mc_n = n
+    w.mc_i = 0
+    w.mc_buf = buf
+    w.mc_buflen = buflen
+    return n
+
+
+cdef Py_ssize_t nkr_mc_handout(walk_t* w, uint64_t base, rec_t* recs,
+                               Py_ssize_t maxrec) noexcept nogil:
+    # Up to maxrec records from w.mc at w.mc_i, rec.off made relative to base; the
+    # walker's position and totals advance as if it had walked them.
+    cdef Py_ssize_t i, m = w.mc_n - w.mc_i
+    cdef uint64_t wb = 0, cb = 0
+    cdef rec_t* r
+    if m > maxrec:
+        m = maxrec
+    memcpy(recs, &w.mc[w.mc_i], m * sizeof(rec_t))
+    for i in range(m):
+        r = &recs[i]
+        wb += r.wirelen
+        cb += r.caplen
+        r.off -= base
+    if m:
+        w.pos = recs[m - 1].off + base + recs[m - 1].caplen
+    w.mc_i += m
+    w.mc_handed += m
+    w.packets += m
+    w.wirebytes += wb
+    w.capbytes += cb
+    return m
+
+
 cdef int nkr_pcap_walk(walk_t* w, const uint8_t* buf, uint64_t buflen, uint64_t base,
                        rec_t* recs, Py_ssize_t maxrec, Py_ssize_t* nout,
                        bint at_eof) noexcept nogil:
-    """Classic pcap records from w.pos.  rec.off is relative to `base`."""
+    """Classic pcap records from w.pos.  rec.off is relative to `base`.  Where a
+    window of the buffer lies ahead, its records come from the chains (nkr_mc_window)
+    and are handed out over as many calls as it takes; the rest, and anything the
+    chains left (damage, the buffer's end), from the sequential walk."""
+    cdef Py_ssize_t n = 0, got = 0
+    cdef int rc = WALK_FULL
+    # Only in a buffer that holds the rest of the input (a mapped file, where the
+    # reader turns chains on): one refilled between calls could bring other bytes
+    # to the same addresses.
+    if at_eof and not w.mc_off and base <= w.pos:
+        while n < maxrec:
+            if (w.mc_i >= w.mc_n or w.mc_buf != buf or w.mc_buflen != buflen
+                    or w.mc[w.mc_i].off != w.pos + 16):
+                w.mc_n = 0
+                w.mc_i = 0
+                if w.packets < MC_WARMUP:
+                    # the first records one after the other (their mean size
+                    # decides), then the chains again
+                    got = 0
+                    rc = nkr_pcap_walk_seq(w, buf, buflen, base, recs + n,
+                                           min(maxrec - n, MC_WARMUP - <Py_ssize_t>w.packets),
+                                           &got, at_eof)
+                    n += got
+                    if rc != WALK_FULL:
+                        nout[0] = n
+                        return rc
+                    continue
+                if nkr_mc_window(w, buf, buflen) == 0:
+                    break
+            n += nkr_mc_handout(w, base, recs + n, maxrec - n)
+        if n >= maxrec:
+            nout[0] = n
+            return WALK_FULL
+    rc = nkr_pcap_walk_seq(w, buf, buflen, base, recs + n, maxrec - n, &got, at_eof)
+    nout[0] = n + got
+    return rc
+
+
+cdef int nkr_pcap_walk_seq(walk_t* w, const uint8_t* buf, uint64_t buflen, uint64_t base,
+                           rec_t* recs, Py_ssize_t maxrec, Py_ssize_t* nout,
+                           bint at_eof) noexcept nogil:
+    """Classic pcap records from w.pos, one after the other.  rec.off is relative to
+    `base`."""
     cdef uint64_t pos = w.pos
     cdef uint64_t avail
     cdef Py_ssize_t n = 0
@@ -594,10 +844,34 @@ cdef class RecordWalker:
 
     def __cinit__(self):
         memset(&self.w, 0, sizeof(walk_t))
+        self.w.mc_off = 1
 
     def __dealloc__(self):
         free(self.w.ifs)
         self.w.ifs = NULL
+        free(self.w.mc)
+        self.w.mc = NULL
+
+    @property
+    def chains(self):
+        """Whether a classic pcap is walked ahead by chains where a window of the
+        buffer lies ahead (nkr_mc_window).  Off by default; the reader turns it on
+        for a mapped file, whose buffer (the whole file) stays the same and
+        unchanged from call to call, as the records walked ahead need: a caller
+        that passes another buffer, or changes this one, sets it again (which also
+        drops them)."""
+        return not self.w.mc_off
+
+    @chains.setter
+    def chains(self, bint on):
+        self.w.mc_off = not on
+        self.w.mc_n = 0
+        self.w.mc_i = 0
+
+    @property
+    def chained(self):
+        """Records so far that came from windows walked by chains."""
+        return self.w.mc_handed
 
     def set_pcap(self, bint big, bint nsec, uint32_t hdrlen, uint32_t linktype,
                  uint32_t snaplen):
