@@ -272,9 +272,19 @@ cdef uint64_t nkr_mc_sync(const uint8_t* buf, uint64_t lo, uint64_t hi,
     # The first offset in [lo, hi) where MC_SYNC_RECS headers in a row are
     # plausible, the chain of lengths staying below hi + MC_SYNC_RECS largest
     # records (the caller keeps that much buffer); MC_NONE if there is none.
-    cdef uint64_t q, r
+    # Candidates are found by memchr (vectorised in libc) on the top byte of the
+    # window's time, which a header's seconds share unless a 194-day boundary
+    # falls between them (then the region has no start and its chain before walks
+    # it): a byte-by-byte test of every offset cost ~2,500 instructions a region.
+    cdef uint64_t q = lo, r
     cdef int j
-    for q in range(lo, hi):
+    cdef const uint8_t* x
+    cdef uint8_t top = <uint8_t>(sec0 >> 24)
+    while q < hi:
+        x = <const uint8_t*>memchr(buf + q + 3, top, hi - q)
+        if x == NULL:
+            break
+        q = <uint64_t>(x - 3 - buf)
         r = q
         for j in range(MC_SYNC_RECS):
             if not nkr_mc_plausible(buf + r, fracmax, sec0):
@@ -282,6 +292,7 @@ cdef uint64_t nkr_mc_sync(const uint8_t* buf, uint64_t lo, uint64_t hi,
             r += 16 + nkr_rd32(buf + r + 8, 0)
         else:
             return q
+        q += 1
     return MC_NONE
 
 
