@@ -243,7 +243,7 @@ cdef enum:
     MC_RB = 65536             # bytes per region: a window of 4 MiB
     MC_SYNC_SCAN = 2048       # bytes of a region searched for its first record
     MC_SYNC_RECS = 1          # plausible headers in a row that make a start
-    MC_SEG = MC_RB // 16 + 2  # records a chain can hold (its region, then one more)
+    MC_SEG = (MC_RB >> 4) + 2 # records a chain can hold (its region, then one more)
     MC_CAP = MC_K * MC_SEG    # scratch records (32 bytes each: 8.4 MB, touched as used)
     MC_MIN_REC = 256          # mean bytes a record (header included) below which
                               # the chains do not pay: every line then holds headers
