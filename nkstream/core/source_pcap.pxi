@@ -215,6 +215,20 @@ cdef int nkr_add_iface(walk_t* w, const uint8_t* p, uint32_t blen) noexcept nogi
     return 0
 
 
+cdef inline void nkr_pcap_rec(rec_t* r, uint32_t sec, uint32_t frac, uint32_t caplen,
+                              uint32_t wirelen, int64_t tsmul, uint16_t lt,
+                              uint64_t off) noexcept nogil:
+    # One classic pcap record (its header's four fields) as a batch record.
+    r.ts_ns = <int64_t>sec * 1000000000 + <int64_t>frac * tsmul
+    r.off = off
+    r.caplen = caplen
+    r.wirelen = wirelen
+    r.linktype = lt
+    r.vlan_tci = 0
+    r.vlan_tpid = 0
+    r.iface = 0
+
+
 # Walking a mapped classic pcap by chains.
 #
 # The walker below chases record lengths and prefetches every line of the buffer
@@ -227,10 +241,10 @@ cdef int nkr_add_iface(walk_t* w, const uint8_t* p, uint32_t blen) noexcept nogi
 # prefetching only its next header and the line after it: MC_K misses in flight,
 # and the payload lines are never fetched.
 #
-# Region k > 0 starts at the first offset, in its first MC_SYNC_SCAN bytes, where
-# MC_SYNC_RECS consecutive headers are plausible (nkr_mc_plausible; one: following
-# a guessed length to check the next header is a dependent cache miss per region,
-# which made small windows slow).  That is a guess; it is accepted only when chain k-1, walking from an accepted start, lands
+# Region k > 0 starts at the first offset, in its first MC_SYNC_SCAN bytes, whose
+# header is plausible (nkr_mc_plausible; following its length to check the next
+# header too was a dependent cache miss per region, which made small windows
+# slow).  That is a guess; it is accepted only when chain k-1, walking from an accepted start, lands
 # exactly on it -- then it is a record start of the sequential walk, and so are all
 # of chain k's records, by the same argument as for chain 0.  At the first chain
 # that fails (a chain overshooting the next start, a damaged length), the records up
@@ -242,7 +256,6 @@ cdef enum:
     MC_K = 64                 # chains, one per region
     MC_RB = 65536             # bytes per region: a window of 4 MiB
     MC_SYNC_SCAN = 2048       # bytes of a region searched for its first record
-    MC_SYNC_RECS = 1          # plausible headers in a row that make a start
     MC_SEG = (MC_RB >> 4) + 2 # records a chain can hold (its region, then one more)
     MC_CAP = MC_K * MC_SEG    # scratch records (32 bytes each: 8.4 MB, touched as used)
     MC_MIN_REC = 256          # mean bytes a record (header included) below which
@@ -269,15 +282,12 @@ cdef inline bint nkr_mc_plausible(const uint8_t* h, uint32_t fracmax,
 
 cdef uint64_t nkr_mc_sync(const uint8_t* buf, uint64_t lo, uint64_t hi,
                           uint32_t fracmax, uint32_t sec0) noexcept nogil:
-    # The first offset in [lo, hi) where MC_SYNC_RECS headers in a row are
-    # plausible, the chain of lengths staying below hi + MC_SYNC_RECS largest
-    # records (the caller keeps that much buffer); MC_NONE if there is none.
+    # The first offset in [lo, hi) whose header is plausible; MC_NONE if none.
     # Candidates are found by memchr (vectorised in libc) on the top byte of the
     # window's time, which a header's seconds share unless a 194-day boundary
     # falls between them (then the region has no start and its chain before walks
     # it): a byte-by-byte test of every offset cost ~2,500 instructions a region.
-    cdef uint64_t q = lo, r
-    cdef int j
+    cdef uint64_t q = lo
     cdef const uint8_t* x
     cdef uint8_t top = <uint8_t>(sec0 >> 24)
     while q < hi:
@@ -285,12 +295,7 @@ cdef uint64_t nkr_mc_sync(const uint8_t* buf, uint64_t lo, uint64_t hi,
         if x == NULL:
             break
         q = <uint64_t>(x - 3 - buf)
-        r = q
-        for j in range(MC_SYNC_RECS):
-            if not nkr_mc_plausible(buf + r, fracmax, sec0):
-                break
-            r += 16 + nkr_rd32(buf + r + 8, 0)
-        else:
+        if nkr_mc_plausible(buf + q, fracmax, sec0):
             return q
         q += 1
     return MC_NONE
@@ -310,19 +315,17 @@ cdef Py_ssize_t nkr_mc_window(walk_t* w, const uint8_t* buf, uint64_t buflen) no
     cdef uint32_t sec, frac, caplen, wirelen
     cdef int64_t tsmul = w.tsmul
     cdef uint16_t lt = w.linktype
-    cdef int k, live, last
+    cdef int k, live
     cdef Py_ssize_t n
-    cdef rec_t* r
-    cdef rec_t* seg
-    # room for the window, a record overrunning it and the starts' scans
-    if w.mc_off or w.big or w.hdrlen != 16:
+    if w.big or w.hdrlen != 16:
         return 0
     # small records: the sequential walk reads nearly every line anyway, and the
     # chains' bookkeeping per record then costs more than it saves (a file of
     # 76-byte records walked 4x slower)
     if w.packets < MC_WARMUP or w.capbytes + 16 * w.packets < <uint64_t>MC_MIN_REC * w.packets:
         return 0
-    if buflen < pos0 or buflen - pos0 < <uint64_t>MC_K * MC_RB + MC_SYNC_SCAN + (MC_SYNC_RECS + 1) * (16 + MAX_CAPLEN):
+    # room for the window, its last region's start scan and a record overrunning it
+    if buflen < pos0 or buflen - pos0 < <uint64_t>MC_K * MC_RB + MC_SYNC_SCAN + 16 + MAX_CAPLEN:
         return 0
     if w.mc == NULL:
         w.mc = <rec_t*>malloc(<size_t>MC_CAP * sizeof(rec_t))
@@ -363,15 +366,8 @@ cdef Py_ssize_t nkr_mc_window(walk_t* w, const uint8_t* buf, uint64_t buflen) no
             if caplen > MAX_CAPLEN:
                 bad[k] = 1        # the sequential walker will say so, at this offset
                 continue
-            r = &w.mc[<Py_ssize_t>k * MC_SEG + cnt[k]]
-            r.ts_ns = <int64_t>sec * 1000000000 + <int64_t>frac * tsmul
-            r.off = P + 16
-            r.caplen = caplen
-            r.wirelen = wirelen
-            r.linktype = lt
-            r.vlan_tci = 0
-            r.vlan_tpid = 0
-            r.iface = 0
+            nkr_pcap_rec(&w.mc[<Py_ssize_t>k * MC_SEG + cnt[k]], sec, frac, caplen,
+                         wirelen, tsmul, lt, P + 16)
             cnt[k] += 1
             P += 16 + caplen
             at[k] = P
@@ -380,19 +376,13 @@ cdef Py_ssize_t nkr_mc_window(walk_t* w, const uint8_t* buf, uint64_t buflen) no
     # Accept chain 0, then each next chain whose start the accepted chains reached
     # exactly; gather the accepted records in file order at the front of w.mc.
     n = cnt[0]
-    if bad[0] or at[0] != tgt[0]:
-        last = 0
-    else:
-        last = -1
+    if not bad[0] and at[0] == tgt[0]:
         for k in range(1, MC_K):
             if start[k] == MC_NONE:
                 continue
-            seg = &w.mc[<Py_ssize_t>k * MC_SEG]
-            if n != <Py_ssize_t>k * MC_SEG:
-                memmove(&w.mc[n], seg, cnt[k] * sizeof(rec_t))
+            memmove(&w.mc[n], &w.mc[<Py_ssize_t>k * MC_SEG], cnt[k] * sizeof(rec_t))
             n += cnt[k]
             if bad[k] or at[k] != tgt[k]:
-                last = k
                 break
     w.mc_n = n
     w.mc_i = 0
@@ -521,15 +511,7 @@ cdef int nkr_pcap_walk_seq(walk_t* w, const uint8_t* buf, uint64_t buflen, uint6
             w.need = hl + caplen
             rc = WALK_MORE
             break
-        r = &recs[n]
-        r.ts_ns = <int64_t>sec * 1000000000 + <int64_t>frac * tsmul
-        r.off = pos + hl - base
-        r.caplen = caplen
-        r.wirelen = wirelen
-        r.linktype = lt
-        r.vlan_tci = 0
-        r.vlan_tpid = 0
-        r.iface = 0
+        nkr_pcap_rec(&recs[n], sec, frac, caplen, wirelen, tsmul, lt, pos + hl - base)
         wb += wirelen
         cb += caplen
         n += 1
