@@ -120,8 +120,10 @@ ctypedef struct walk_t:
     # classic pcap in a large buffer: records walked ahead by chains (nkr_mc_*),
     # held in file order and handed out from mc_i (rec.off absolute in the buffer)
     int      mc_off        # 1: never (RecordWalker.chains, off unless set)
-    rec_t*   mc            # MC_CAP records, allocated on first use
-    Py_ssize_t mc_n, mc_i
+    rec_t*   mc            # MC_CAP records, allocated on first use: chain k's at
+                           # k * MC_SEG, mc_cnt[k] of them (0 past the last accepted)
+    Py_ssize_t mc_cnt[64]  # (MC_K)
+    Py_ssize_t mc_k, mc_i  # next to hand out: chain mc_k's record mc_i
     uint64_t mc_handed     # records handed out from chains (RecordWalker.chained)
     const uint8_t* mc_buf  # the buffer they were walked in
     uint64_t mc_buflen
@@ -262,6 +264,8 @@ cdef enum:
                               # the chains do not pay: every line then holds headers
     MC_WARMUP = 1024          # records walked one after the other before the mean counts
 
+assert MC_K == 64           # the size of walk_t.mc_cnt
+
 cdef extern from *:
     """
     #define NKS_MC_NONE UINT64_MAX
@@ -374,33 +378,51 @@ cdef Py_ssize_t nkr_mc_window(walk_t* w, const uint8_t* buf, uint64_t buflen) no
             nkr_prefetch(buf + P)
             nkr_prefetch(buf + P + NKR_LINE)
     # Accept chain 0, then each next chain whose start the accepted chains reached
-    # exactly; gather the accepted records in file order at the front of w.mc.
+    # exactly; the hand-out takes the accepted chains' records in order, where
+    # they are.
     n = cnt[0]
+    w.mc_cnt[0] = cnt[0]
+    for k in range(1, MC_K):
+        w.mc_cnt[k] = 0
     if not bad[0] and at[0] == tgt[0]:
         for k in range(1, MC_K):
             if start[k] == MC_NONE:
                 continue
-            memmove(&w.mc[n], &w.mc[<Py_ssize_t>k * MC_SEG], cnt[k] * sizeof(rec_t))
+            w.mc_cnt[k] = cnt[k]
             n += cnt[k]
             if bad[k] or at[k] != tgt[k]:
                 break
-    w.mc_n = n
+    w.mc_k = 0
     w.mc_i = 0
     w.mc_buf = buf
     w.mc_buflen = buflen
     return n
 
 
+cdef inline const rec_t* nkr_mc_next(walk_t* w) noexcept nogil:
+    # The next record walked ahead (skipping chains with none left), or NULL.
+    while w.mc_k < MC_K:
+        if w.mc_i < w.mc_cnt[w.mc_k]:
+            return &w.mc[<Py_ssize_t>w.mc_k * MC_SEG + w.mc_i]
+        w.mc_k += 1
+        w.mc_i = 0
+    return NULL
+
+
 cdef Py_ssize_t nkr_mc_handout(walk_t* w, uint64_t base, rec_t* recs,
                                Py_ssize_t maxrec) noexcept nogil:
-    # Up to maxrec records from w.mc at w.mc_i, rec.off made relative to base; the
+    # Up to maxrec records walked ahead, rec.off made relative to base; the
     # walker's position and totals advance as if it had walked them.
-    cdef Py_ssize_t i, m = w.mc_n - w.mc_i
+    cdef Py_ssize_t i, m = 0, take
     cdef uint64_t wb = 0, cb = 0
     cdef rec_t* r
-    if m > maxrec:
-        m = maxrec
-    memcpy(recs, &w.mc[w.mc_i], m * sizeof(rec_t))
+    while m < maxrec and nkr_mc_next(w) != NULL:
+        take = w.mc_cnt[w.mc_k] - w.mc_i
+        if take > maxrec - m:
+            take = maxrec - m
+        memcpy(recs + m, &w.mc[<Py_ssize_t>w.mc_k * MC_SEG + w.mc_i], take * sizeof(rec_t))
+        w.mc_i += take
+        m += take
     for i in range(m):
         r = &recs[i]
         wb += r.wirelen
@@ -408,7 +430,6 @@ cdef Py_ssize_t nkr_mc_handout(walk_t* w, uint64_t base, rec_t* recs,
         r.off -= base
     if m:
         w.pos = recs[m - 1].off + base + recs[m - 1].caplen
-    w.mc_i += m
     w.mc_handed += m
     w.packets += m
     w.wirebytes += wb
@@ -425,15 +446,15 @@ cdef int nkr_pcap_walk(walk_t* w, const uint8_t* buf, uint64_t buflen, uint64_t 
     chains left (damage, the buffer's end), from the sequential walk."""
     cdef Py_ssize_t n = 0, got = 0
     cdef int rc = WALK_FULL
+    cdef const rec_t* nx
     # Only in a buffer that holds the rest of the input (a mapped file, where the
     # reader turns chains on): one refilled between calls could bring other bytes
     # to the same addresses.
     if at_eof and not w.mc_off and base <= w.pos:
         while n < maxrec:
-            if (w.mc_i >= w.mc_n or w.mc_buf != buf or w.mc_buflen != buflen
-                    or w.mc[w.mc_i].off != w.pos + 16):
-                w.mc_n = 0
-                w.mc_i = 0
+            nx = nkr_mc_next(w)
+            if nx == NULL or w.mc_buf != buf or w.mc_buflen != buflen or nx.off != w.pos + 16:
+                w.mc_k = MC_K
                 if w.packets < MC_WARMUP:
                     # the first records one after the other (their mean size
                     # decides), then the chains again
@@ -838,6 +859,7 @@ cdef class RecordWalker:
     def __cinit__(self):
         memset(&self.w, 0, sizeof(walk_t))
         self.w.mc_off = 1
+        self.w.mc_k = MC_K
 
     def __dealloc__(self):
         free(self.w.ifs)
@@ -858,8 +880,7 @@ cdef class RecordWalker:
     @chains.setter
     def chains(self, bint on):
         self.w.mc_off = not on
-        self.w.mc_n = 0
-        self.w.mc_i = 0
+        self.w.mc_k = MC_K
 
     @property
     def chained(self):
