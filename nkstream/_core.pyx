@@ -12,7 +12,7 @@ failure must become a Python exception (allocation at build time).
 """
 from libc.stdint cimport (uint8_t, uint16_t, uint32_t, uint64_t, int64_t, int32_t,
                           uintptr_t)
-from libc.string cimport memchr, memcpy, memmove, memset, memcmp
+from libc.string cimport memchr, memcpy, memset, memcmp
 from libc.stdlib cimport malloc, calloc, realloc, free
 
 cimport numpy as cnp
