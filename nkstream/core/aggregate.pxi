@@ -153,6 +153,32 @@ cdef inline void agg_count_packet(agg_t* a, uint32_t wirelen, uint32_t caplen,
         a.totals[TOT_UNMATCHED] += 1
 
 
+cdef inline void agg_count_batch(agg_t* a, const rec_t* r, Py_ssize_t n) noexcept nogil:
+    """agg_count_packet() of n packets in two parts: this one, before the per-packet
+    loop, counts them all as read and decoded (a tight loop over the records), and
+    agg_count_rest() per packet corrects a packet that was not decoded and counts
+    an unmatched one.  (Five read-modify-writes of the totals per packet in a loop
+    of many live values were ~10 instructions of a flow-state packet's ~600.)"""
+    cdef Py_ssize_t i
+    cdef uint64_t wb = 0, cb = 0
+    for i in range(n):
+        wb += r[i].wirelen
+        cb += r[i].caplen
+    a.totals[TOT_PACKETS] += <uint64_t>n
+    a.totals[TOT_BYTES] += wb
+    a.totals[TOT_CAPBYTES] += cb
+    a.totals[TOT_DECODED] += <uint64_t>n
+
+
+cdef inline void agg_count_rest(agg_t* a, uint16_t error, bint watched) noexcept nogil:
+    """The per-packet part of agg_count_batch()."""
+    if error != 0:
+        a.totals[TOT_DECODED] -= 1
+        a.totals[TOT_ERRORS] += 1
+        a.errors[error if error < ERR_N else ERR_N - 1] += 1
+    a.totals[TOT_UNMATCHED] += <uint64_t>(not watched)
+
+
 cdef void agg_clear(agg_t* a) noexcept nogil:
     memset(a.slots, 0, a.capacity * sizeof(agg_entry_t))
     memset(a.totals, 0, sizeof(a.totals))

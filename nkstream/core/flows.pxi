@@ -221,7 +221,7 @@ ctypedef struct ftab_t:
     uint32_t   has_now
     int32_t    timeout[4]     # per FT_* class, in time units
     int32_t    timeout_min    # the least of them: a flow seen more recently has not
-                              # expired, whatever its class (flow_idle_expired)
+                              # expired, whatever its class (the flow loop)
     uint32_t   inspect_packets    # per direction
     uint32_t   inspect_bytes      # on-wire bytes per direction
     uint64_t*  ids            # inspection only (NULL normally): a serial per flow, by slot
@@ -486,6 +486,12 @@ cdef inline uint64_t flow_hash_pkt(const pkt_t* p) noexcept nogil:
     return flow_hash(p.src, sp, p.dst, dp, id, p.proto, FL_V6 if p.ipver == 6 else 0)
 
 
+cdef inline uint64_t flow_hash4(const pkt_t* p) noexcept nogil:
+    # flow_hash_pkt() of a flow_fast4() packet (IPv4, a port protocol, ports, not a
+    # fragment), without the tests that pick the key's fields
+    return flow_hash(p.src, p.sport, p.dst, p.dport, 0, p.proto, 0)
+
+
 cdef inline bint flow_key(ftab_t* t, pkt_t* p, fkey_t* k, uint64_t h) noexcept nogil:
     """Fill the flow key of a decoded packet; False when it has none (no IP header,
     a transport without ports, a later fragment whose first fragment was not seen):
@@ -572,12 +578,6 @@ cdef inline int _flow_class(const flow_t* f) noexcept nogil:
     if f.proto == 17 or f.proto == 136:
         return FT_UDP
     return FT_OTHER
-
-
-cdef inline bint flow_idle_expired(const ftab_t* t, const flow_t* f, uint32_t now) noexcept nogil:
-    # _flow_expired(), skipping the class (state and protocol tests) for the usual
-    # packet, one that comes within the shortest timeout of its flow's last
-    return <int32_t>(now - f.last) > t.timeout_min and _flow_expired(t, f, now)
 
 
 cdef inline bint _flow_expired(const ftab_t* t, const flow_t* f, uint32_t now) noexcept nogil:
@@ -808,6 +808,12 @@ cdef flow_t* flow_lookup(const fctx_t* c, const fkey_t* k, uint32_t now,
     return f
 
 
+# Set on a decoded packet by the flow loop (_decode_block) when flow_fast4() holds,
+# so the test is made once per packet; above every PF_* bit the decoder sets.
+cdef enum:
+    PF_FLOW_FAST4 = 0x8000
+
+
 cdef inline bint flow_fast4(const pkt_t* p) noexcept nogil:
     # The packets flow_probe4() serves: IPv4, a port protocol, ports decoded, not a
     # fragment (flow_key() would key them on their own addresses and ports, with the
@@ -983,26 +989,31 @@ cdef uint64_t flow_sweep(const fctx_t* c, uint64_t budget, bint flush_pending) n
     cdef ftab_t* t = c.t
     cdef uint64_t n, expired = 0
     cdef flow_t* f
+    cdef flow_t* slots = t.slots
+    cdef uint64_t cur = t.cursor, mask = t.mask
     cdef uint32_t now = t.now
     cdef int32_t tmin = t.timeout_min
     if not t.has_now:
         return 0
+    # (the cursor in a local: kept in t.cursor, the compiler must assume that every
+    # store to a slot may change it, and reloads it)
     for n in range(budget):
-        f = &t.slots[t.cursor]
+        f = &slots[cur]
         # One branch, rarely taken: occupied (a coin toss at half load, which a
         # branch of its own would mispredict) and idle past the shortest timeout.
         if (f.state != 0) & (<int32_t>(now - f.last) > tmin):
             if _flow_expired(t, f, now):
                 _flow_flush_pending(c, f)
                 c.a.totals[TOT_FLOW_TIMEOUTS] += 1
-                flow_delete(t, t.cursor)
+                flow_delete(t, cur)
                 expired += 1
                 # the slot now holds a shifted entry (or nothing): look at it again
                 # next, unless the budget is spent
                 continue
         if flush_pending and f.state != 0:
             _flow_flush_pending(c, f)
-        t.cursor = (t.cursor + 1) & t.mask
+        cur = (cur + 1) & mask
+    t.cursor = cur
     return expired
 
 
