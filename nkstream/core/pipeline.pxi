@@ -319,6 +319,7 @@ cdef void _process_batch(const uint8_t* base, const rec_t* r, Py_ssize_t n,
     cdef uint32_t sni
     cdef uint16_t tag, err
     cdef const uint8_t* frame
+    agg_count_batch(a, r, n)
     for i in range(n):
         if i + PREFETCH_AHEAD < n:
             # frames are far apart in the buffer: start their cache misses early
@@ -326,7 +327,7 @@ cdef void _process_batch(const uint8_t* base, const rec_t* r, Py_ssize_t n,
         frame = base + r[i].off
         err = decode_record(base, &r[i], &pkt)
         _sides(&pkt, w4, w6, p4, p6, &s)
-        agg_count_packet(a, r[i].wirelen, r[i].caplen, err, s.watch != 0)
+        agg_count_rest(a, err, s.watch != 0)
         sni = 0
         tag = tag_packet(rules, &pkt, frame, s.peer, &sni)
         if sni != 0:
@@ -400,7 +401,8 @@ cdef inline void _decode_block(_fl_mode_t* mode, const uint8_t* base, const rec_
                 NKS_PREFETCH_LINE(&t.slots[h])
                 NKS_PREFETCH_LINE(&t.slots[(h + 1) & t.mask])
                 NKS_PREFETCH_LINE(&t.slots[(h + 2) & t.mask])
-            if p.ipver == 4 and p.proto == 6 and (p.tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN:
+            if (p.tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN and p.ipver == 4:
+                # (tcp_flags is 0 unless TCP, decode.pxi)
                 # a TCP SYN opens a flow, whose first packet looks both addresses up
                 # in the peer table: start those misses too (the watch table and the
                 # peer table's first level stay in cache; its groups do not)
@@ -419,6 +421,42 @@ cdef inline void _prefetch_block(const ftab_t* t, const pkt_t* blk, const uint64
     cdef Py_ssize_t j
     for j in range(m):
         hs[j] = flow_prefetch(t, hb[j]) if blk[j].flags & PF_IP else FLOW_NO_SLOT
+
+
+cdef void _count_unkeyed(const fctx_t* c, const rules_t* rules, pkt_t* p,
+                         const uint8_t* frame, uint32_t wl, fann_t* ann,
+                         Py_ssize_t i) noexcept nogil:
+    # (flow loop) Count a packet that has no flow key (no IP header, a transport
+    # without ports, a later fragment of an unseen datagram) on its own per-packet
+    # verdict.  Out of line: rare, and its code inlined made the loop's register
+    # allocation worse for every packet.
+    cdef sides_t s
+    cdef uint32_t sni = 0
+    cdef uint16_t tag
+    _sides(p, c.w4, c.w6, c.p4, c.p6, &s)
+    agg_count_rest(c.a, p.error, s.watch != 0)
+    tag = tag_packet(rules, p, frame, s.peer, &sni)
+    agg_add(c.a, s.watch, s.direction, sni if sni != 0 else s.peer, tag, 1, wl, 0)
+    if ann != NULL:
+        _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, 0)
+
+
+cdef void _flow_settle(const fctx_t* c, flow_t* f, int d, const sides_t* s, uint16_t tag,
+                       uint32_t sni, bint strong) noexcept nogil:
+    # (flow loop) Fix flow f's verdict (strong: `tag`, `sni`, from a packet going
+    # direction d with sides *s) and count its pending packets under it, or give up
+    # (not strong: each direction's pending packets under its own per-packet tag).
+    # Out of line: once per flow.
+    if strong:
+        f.tag = tag
+        f.sni = sni
+        f.state |= FL_STRONG
+        _flow_emit(c, f, 0, tag, sni, s if d == 0 else NULL, False)
+        _flow_emit(c, f, 1, tag, sni, s if d == 1 else NULL, False)
+    else:
+        f.state |= FL_GAVEUP
+        _flow_emit(c, f, 0, f.ftag[0], 0, s if d == 0 else NULL, False)
+        _flow_emit(c, f, 1, f.ftag[1], 0, s if d == 1 else NULL, False)
 
 
 cdef inline void _ann(fann_t* o, Py_ssize_t i, const sides_t* s, uint32_t peer,
@@ -479,6 +517,10 @@ cdef void _flows_loop(_fl_mode_t* mode, const uint8_t* base, const rec_t* r, Py_
     cdef bint created, keyed, expired
     cdef uint32_t sni, wl, now
     cdef int32_t age
+    # the inspection budget, per direction (in locals: the compiler must assume a
+    # store to a slot may change t's fields, and reloads them)
+    cdef uint32_t ipk = c.t.inspect_packets, ipk2 = 2 * c.t.inspect_packets
+    cdef uint64_t ibytes = c.t.inspect_bytes
     cdef uint16_t tag
     cdef uint8_t strong, tf
     cdef bint st
@@ -542,13 +584,7 @@ cdef void _flows_loop(_fl_mode_t* mode, const uint8_t* base, const rec_t* r, Py_
                 else:
                     f = flow_walk4(t, p, hb[cur][j], &d, &ins)
             if f == NULL and ins == FLOW_NO_SLOT and not flow_key(t, p, &k, hb[cur][j]):
-                _sides(p, c.w4, c.w6, c.p4, c.p6, &s)
-                agg_count_rest(a, p.error, s.watch != 0)
-                sni = 0
-                tag = tag_packet(rules, p, frame, s.peer, &sni)
-                agg_add(a, s.watch, s.direction, sni if sni != 0 else s.peer, tag, 1, wl, 0)
-                if ann != NULL:
-                    _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, 0)
+                _count_unkeyed(c, rules, p, frame, wl, ann, i)
                 continue
             now = <uint32_t>(<uint64_t>r[i].ts_ns >> FLOW_TIME_SHIFT)
             # the latest packet time (no branch: which packet is the newest is no
@@ -651,26 +687,22 @@ cdef void _flows_loop(_fl_mode_t* mode, const uint8_t* base, const rec_t* r, Py_
             f.pkts[d] += 1
             f.pbytes[d] = <uint32_t>nbytes
             f.ftag[d] = tag
-            if f.seen[d] < 255:
-                f.seen[d] += 1
+            # (no saturation: a flow gives up once seen[0] + seen[1] reaches
+            # 2 * inspect_packets <= 254, FlowTable)
+            f.seen[d] += 1
             if strong:
-                f.tag = tag
-                f.sni = sni
-                f.state |= FL_STRONG
                 if ann != NULL:
                     _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, t.ids[f - t.slots])
                     ann.verdict_fid[i] = t.ids[f - t.slots]
                     ann.verdict_sni[i] = sni
-                _flow_emit(c, f, 0, tag, sni, &s if d == 0 else NULL, False)
-                _flow_emit(c, f, 1, tag, sni, &s if d == 1 else NULL, False)
-            elif ((f.seen[0] + <uint32_t>f.seen[1] >= 2 * t.inspect_packets)
-                  or ((f.seen[0] >= t.inspect_packets or f.pbytes[0] >= t.inspect_bytes)
-                      and (f.seen[1] >= t.inspect_packets or f.pbytes[1] >= t.inspect_bytes))):
-                f.state |= FL_GAVEUP
+                _flow_settle(c, f, d, &s, tag, sni, True)
+            elif ((f.seen[0] + <uint32_t>f.seen[1] >= ipk2)
+                  or ((f.seen[d] >= ipk or nbytes >= ibytes)
+                      and (f.seen[d ^ 1] >= ipk or f.pbytes[d ^ 1] >= ibytes))):
+                # (this packet's direction first: only its budget changed with it)
                 if ann != NULL:
                     ann.pending[i] = 0
-                _flow_emit(c, f, 0, f.ftag[0], 0, &s if d == 0 else NULL, False)
-                _flow_emit(c, f, 1, f.ftag[1], 0, &s if d == 1 else NULL, False)
+                _flow_settle(c, f, d, &s, 0, 0, False)
         b0 = nb0
         cur = nxt
     # the latest packet time, for the expiry sweep
