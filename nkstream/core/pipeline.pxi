@@ -306,7 +306,7 @@ cdef inline void _count_batch(const uint8_t* base, const rec_t* r, Py_ssize_t n,
 cdef inline void _expire_some(const fctx_t* c, Py_ssize_t n) noexcept nogil:
     # Amortised expiry after a batch of n packets: a bounded slice of the flow table.
     if c.t != NULL and n > 0:
-        flow_sweep(c, <uint64_t>(n // 4 + 64), False)
+        flow_sweep(c, <uint64_t>(n // 8 + 64), False)
 
 
 cdef void _process_batch(const uint8_t* base, const rec_t* r, Py_ssize_t n,
