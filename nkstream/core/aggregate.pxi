@@ -137,24 +137,8 @@ cdef inline int agg_overflow(agg_t* a, uint64_t packets, uint64_t bytes,
     return 1
 
 
-cdef inline void agg_count_packet(agg_t* a, uint32_t wirelen, uint32_t caplen,
-                                  uint16_t error, bint watched) noexcept nogil:
-    """The totals of one packet read (any packet, decoded or not).  An error id at or
-    beyond ERR_N (a decoder bug) is counted in the last slot rather than lost."""
-    a.totals[TOT_PACKETS] += 1
-    a.totals[TOT_BYTES] += wirelen
-    a.totals[TOT_CAPBYTES] += caplen
-    if error == 0:
-        a.totals[TOT_DECODED] += 1
-    else:
-        a.totals[TOT_ERRORS] += 1
-        a.errors[error if error < ERR_N else ERR_N - 1] += 1
-    if not watched:
-        a.totals[TOT_UNMATCHED] += 1
-
-
 cdef inline void agg_count_batch(agg_t* a, const rec_t* r, Py_ssize_t n) noexcept nogil:
-    """agg_count_packet() of n packets in two parts: this one, before the per-packet
+    """The totals of n packets read, in two parts: this one, before the per-packet
     loop, counts them all as read and decoded (a tight loop over the records), and
     agg_count_rest() per packet corrects a packet that was not decoded and counts
     an unmatched one.  (Five read-modify-writes of the totals per packet in a loop
@@ -177,6 +161,18 @@ cdef inline void agg_count_rest(agg_t* a, uint16_t error, bint watched) noexcept
         a.totals[TOT_ERRORS] += 1
         a.errors[error if error < ERR_N else ERR_N - 1] += 1
     a.totals[TOT_UNMATCHED] += <uint64_t>(not watched)
+
+
+cdef inline void agg_count_packet(agg_t* a, uint32_t wirelen, uint32_t caplen,
+                                  uint16_t error, bint watched) noexcept nogil:
+    """The totals of one packet read (any packet, decoded or not): agg_count_batch()
+    and agg_count_rest() for one packet.  An error id at or beyond ERR_N (a decoder
+    bug) is counted in the last slot rather than lost."""
+    a.totals[TOT_PACKETS] += 1
+    a.totals[TOT_BYTES] += wirelen
+    a.totals[TOT_CAPBYTES] += caplen
+    a.totals[TOT_DECODED] += 1
+    agg_count_rest(a, error, watched)
 
 
 cdef void agg_clear(agg_t* a) noexcept nogil:

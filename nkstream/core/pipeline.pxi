@@ -386,12 +386,13 @@ cdef inline void _decode_block(_fl_mode_t* mode, const uint8_t* base, const rec_
             NKS_PREFETCH(base + r[i + PREFETCH_AHEAD].off)
         p = &blk[j]
         decode_record(base, &r[i], p)
-        if flow_fast4(p):
-            p.flags |= PF_FLOW_FAST4
-            hb[j] = flow_hash4(p)
-        elif p.flags & PF_IP:
-            hb[j] = flow_hash_pkt(p)
         if p.flags & PF_IP:
+            if flow_fast4(p):
+                # the flow loop's fast path, decided once (flow_probe4 / flow_walk4)
+                p.flags |= PF_FLOW_FAST4
+                hb[j] = flow_hash4(p)
+            else:
+                hb[j] = flow_hash_pkt(p)
             h = hb[j] >> t.shift
             if deep:
                 NKS_PREFETCH_LINE(t.fp + h)
