@@ -286,6 +286,15 @@ cdef inline void _sides(const pkt_t* p, const lpm4_t* w4, const lpm6_t* w6,
             s.peer = pd if pd != 0 else lpm6_lookup(p6, p.src)
 
 
+cdef inline void _lookups4(const pkt_t* p, const lpm4_t* w4, const lpm4_t* p4,
+                           fside_t* o) noexcept nogil:
+    # _lookups() of an IPv4 packet
+    o.ws = lpm4_lookup(w4, p.src4)
+    o.wd = lpm4_lookup(w4, p.dst4)
+    o.ps = lpm4_lookup(p4, p.src4) if (o.ws == 0) | (o.wd != 0) else 0
+    o.pd = lpm4_lookup(p4, p.dst4) if (o.wd == 0) | (o.ws != 0) else 0
+
+
 cdef inline void _lookups(const pkt_t* p, const lpm4_t* w4, const lpm6_t* w6,
                           const lpm4_t* p4, const lpm6_t* p6, fside_t* o) noexcept nogil:
     # The answers _fc_put needs of an IP packet's addresses, in the packet's
@@ -293,10 +302,7 @@ cdef inline void _lookups(const pkt_t* p, const lpm4_t* w4, const lpm6_t* w6,
     # either direction -- with exactly one side watched, only the other side's
     # (the peer of both directions); 0 stands for one not looked up.
     if p.ipver == 4:
-        o.ws = lpm4_lookup(w4, p.src4)
-        o.wd = lpm4_lookup(w4, p.dst4)
-        o.ps = lpm4_lookup(p4, p.src4) if (o.ws == 0) | (o.wd != 0) else 0
-        o.pd = lpm4_lookup(p4, p.dst4) if (o.wd == 0) | (o.ws != 0) else 0
+        _lookups4(p, w4, p4, o)
     else:
         o.ws = lpm6_lookup(w6, p.src)
         o.wd = lpm6_lookup(w6, p.dst)
@@ -867,7 +873,17 @@ cdef inline flow_t* flow_probe4(const ftab_t* t, const pkt_t* p, uint64_t h, uin
     would start the flow in (_flow_new), or FLOW_NO_SLOT when there is none it may
     take.  `h`: flow_hash_pkt(p); `hint`: a slot to try first (its home slot, or
     the one flow_prefetch() found; FLOW_NO_SLOT: none): a key is in at most one
-    slot, so a match there is the flow, however the table changed since."""
+    slot, so a match there is the flow, however the table changed since.  An
+    empty hint slot is the one that ended the key's window when flow_prefetch()
+    scanned it, with no fingerprint like the key's before it (a slot whose
+    fingerprint matched was taken, and only a deletion empties a slot); it is
+    still the answer, and the window is not scanned again (a new flow's packet:
+    ~20 instructions, bench/instructions.py).  Within a batch, slots only get
+    taken: a flow started since took an empty slot, and one of this key would
+    have taken that very slot (the first empty one of its window).  The one
+    deletion in a batch, flow_lookup()'s when the table is down to its last empty
+    slot, leaves it so, and from then on no flow may start in a slot found here
+    (used + 1 == capacity below): such packets go to flow_lookup()."""
     cdef uint32_t fwd = (<uint32_t>p.sport << 16) | p.dport
     cdef uint32_t rev = (<uint32_t>p.dport << 16) | p.sport
     cdef uint32_t s4 = _ld32(p.src), d4 = _ld32(p.dst)
@@ -881,6 +897,9 @@ cdef inline flow_t* flow_probe4(const ftab_t* t, const pkt_t* p, uint64_t h, uin
         if m >= 0:
             d[0] = m
             return <flow_t*>f
+        if f.state == 0:
+            ins[0] = hint if t.used + 1 < t.capacity else FLOW_NO_SLOT
+            return NULL
     cand = flow_window(t, i, flow_fp(h), &free_bit)
     while cand != 0:
         f = &t.slots[(i + NKS_CTZ32(cand)) & t.mask]
@@ -922,9 +941,9 @@ cdef inline flow_t* flow_walk4(const ftab_t* t, const pkt_t* p, uint64_t h,
 
 cdef inline uint64_t flow_prefetch(const ftab_t* t, uint64_t h) noexcept nogil:
     # Start the miss on the slot a lookup of hash h will read: the first whose
-    # fingerprint matches (returned: the lookup's hint), else the empty slot a new
-    # flow would take (the fingerprint bytes were prefetched a block earlier,
-    # pipeline.pxi).
+    # fingerprint matches, else the empty slot a new flow would take (the
+    # fingerprint bytes were prefetched a block earlier, pipeline.pxi).  Returned:
+    # that slot, the lookup's hint (flow_probe4).
     cdef uint64_t i = h >> t.shift, j
     cdef uint32_t free_bit, cand = flow_window(t, i, flow_fp(h), &free_bit)
     if cand != 0:
@@ -932,7 +951,9 @@ cdef inline uint64_t flow_prefetch(const ftab_t* t, uint64_t h) noexcept nogil:
         NKS_PREFETCH_KEEP(&t.slots[j])
         return j
     if free_bit != 0:
-        NKS_PREFETCH_KEEP(&t.slots[(i + NKS_CTZ32(free_bit)) & t.mask])
+        j = (i + NKS_CTZ32(free_bit)) & t.mask
+        NKS_PREFETCH_KEEP(&t.slots[j])
+        return j
     return FLOW_NO_SLOT
 
 

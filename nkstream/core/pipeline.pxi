@@ -592,50 +592,55 @@ cdef void _flows_loop(_fl_mode_t* mode, const uint8_t* base, const rec_t* r, Py_
             # pattern)
             bnow = now if <int32_t>(now - bnow) > 0 else bnow
             keyed = f == NULL
-            if keyed:
-                if ins != FLOW_NO_SLOT:
-                    # flow_probe4 missed and found the empty slot the flow starts in
-                    f = _flow_new4(c, ins, p, hb[cur][j], now)
-                    d = 0
-                    created = True
-                else:
+            if keyed and ins != FLOW_NO_SLOT:
+                # flow_probe4 missed and found the empty slot the flow starts in: a
+                # new IPv4 flow, this packet its first (the initiator's direction).
+                # Its sides are looked up and cached here, on a path of its own (in
+                # the general one below, the tests a new flow always passes cost a
+                # new flow's packet ~25 instructions, bench/instructions.py).
+                f = _flow_new4(c, ins, p, hb[cur][j], now)
+                d = 0
+                _lookups4(p, c.w4, c.p4, &look)
+                _fc_put(f, &look, 0, &s)
+            else:
+                if keyed:
                     f = flow_lookup(c, &k, now, &d, &created)
-            else:
-                created = False
-            if not created:
-                # an existing flow: idle too long, or a closed TCP flow reopened by a SYN
-                # (RFC 9293 s3.5: a new incarnation of the connection)
-                tf = p.tcp_flags          # 0 unless TCP (decode.pxi)
-                age = <int32_t>(now - f.last)
-                expired = age > t.timeout_min and _flow_expired(t, f, now)
-                if expired or ((tf & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN
-                               and _flow_class(f) == FT_TCP_CLOSED):
-                    _flow_flush_pending(c, f)
-                    if expired:
-                        a.totals[TOT_FLOW_TIMEOUTS] += 1
-                    if not keyed:
-                        flow_key(t, p, &k, hb[cur][j])
-                    _flow_init(t, a, f, &k, now)      # (its last: now)
-                    d = 0
                 else:
-                    # Whether a packet is newer than its flow's last (time units of
-                    # ~1 ms) is no pattern the CPU can predict: no branch.  (A new
-                    # flow's last is its first packet's time.)
-                    f.last = now if age > 0 else f.last
-            # An IPv4 flow's addresses were looked up at its first packet: derive
-            # this packet's sides from those answers (no table walk).  (The key's
-            # protocol and family are the packet's: p.proto, p.ipver.)
-            if p.ipver != 6:
-                if _fc_valid(f):
-                    _fc_sides(f, d, &s)
+                    created = False
+                if not created:
+                    # an existing flow: idle too long, or a closed TCP flow reopened by a SYN
+                    # (RFC 9293 s3.5: a new incarnation of the connection)
+                    tf = p.tcp_flags          # 0 unless TCP (decode.pxi)
+                    age = <int32_t>(now - f.last)
+                    expired = age > t.timeout_min and _flow_expired(t, f, now)
+                    if expired or ((tf & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN
+                                   and _flow_class(f) == FT_TCP_CLOSED):
+                        _flow_flush_pending(c, f)
+                        if expired:
+                            a.totals[TOT_FLOW_TIMEOUTS] += 1
+                        if not keyed:
+                            flow_key(t, p, &k, hb[cur][j])
+                        _flow_init(t, a, f, &k, now)      # (its last: now)
+                        d = 0
+                    else:
+                        # Whether a packet is newer than its flow's last (time units of
+                        # ~1 ms) is no pattern the CPU can predict: no branch.  (A new
+                        # flow's last is its first packet's time.)
+                        f.last = now if age > 0 else f.last
+                # An IPv4 flow's addresses were looked up at its first packet: derive
+                # this packet's sides from those answers (no table walk).  (The key's
+                # protocol and family are the packet's: p.proto, p.ipver.)
+                if p.ipver != 6:
+                    if _fc_valid(f):
+                        _fc_sides(f, d, &s)
+                    else:
+                        _lookups(p, c.w4, c.w6, c.p4, c.p6, &look)
+                        if d == 1:          # in the initiator's order
+                            look.ws, look.wd = look.wd, look.ws
+                            look.ps, look.pd = look.pd, look.ps
+                        _fc_put(f, &look, d, &s)
                 else:
-                    _lookups(p, c.w4, c.w6, c.p4, c.p6, &look)
-                    if d == 1:          # in the initiator's order
-                        look.ws, look.wd = look.wd, look.ws
-                        look.ps, look.pd = look.pd, look.ps
-                    _fc_put(f, &look, d, &s)
-            else:
-                _sides(p, c.w4, c.w6, c.p4, c.p6, &s)
+                    _sides(p, c.w4, c.w6, c.p4, c.p6, &s)
             agg_count_rest(a, p.error, s.watch != 0)
             # Whether a packet is TCP is no pattern the CPU can predict: no branch
             # on it; FIN and RST are rare.  p.tcp_flags is 0 unless TCP
