@@ -358,9 +358,10 @@ cdef inline void _fc_put(flow_t* f, const fside_t* o, int d, sides_t* out) noexc
 cdef inline void _fc_sides(const flow_t* f, int d, sides_t* s) noexcept nogil:
     # The cached sides of a packet of IPv4 flow `f` going direction d (_fc_valid)
     cdef const uint8_t* c = <const uint8_t*>f
-    memcpy(&s.watch, c + 4 + 4 * d, 4)
-    memcpy(&s.peer, c + 12 + 8 * d, 4)
-    s.direction = c[24 + d]
+    cdef size_t u = <unsigned int>d      # (0 or 1: no sign extension)
+    memcpy(&s.watch, c + 4 + 4 * u, 4)
+    memcpy(&s.peer, c + 12 + 8 * u, 4)
+    s.direction = c[24 + u]
 
 
 # Per-packet output of Classifier.annotate_flows (inspection; NULL in normal runs).

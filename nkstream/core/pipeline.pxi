@@ -511,17 +511,20 @@ cdef void _flows_loop(_fl_mode_t* mode, const uint8_t* base, const rec_t* r, Py_
     cdef uint32_t bhas = c.t.has_now
     cdef pkt_t* p
     cdef sides_t s
+    cdef sides_t sx          # s for the calls that take its address (then s itself
+                             # would live in memory, not in registers)
     cdef fkey_t k
     cdef flow_t* f
     cdef fside_t look
-    cdef int d
+    cdef int d, dl
     cdef bint created, keyed, expired
     cdef uint32_t sni, wl, now
     cdef int32_t age
-    # the inspection budget, per direction (in locals: the compiler must assume a
-    # store to a slot may change t's fields, and reloads them)
+    # the inspection budget per direction and the shortest timeout (in locals: the
+    # compiler must assume a store to a slot may change t's fields, and reloads them)
     cdef uint32_t ipk = c.t.inspect_packets, ipk2 = 2 * c.t.inspect_packets
     cdef uint64_t ibytes = c.t.inspect_bytes
+    cdef int32_t tmin = c.t.timeout_min
     cdef uint16_t tag
     cdef uint8_t strong, tf
     cdef bint st
@@ -604,7 +607,10 @@ cdef void _flows_loop(_fl_mode_t* mode, const uint8_t* base, const rec_t* r, Py_
                 _fc_put(f, &look, 0, &s)
             else:
                 if keyed:
-                    f = flow_lookup(c, &k, now, &d, &created)
+                    # (its direction through another variable: one whose address
+                    # goes to a call lives in memory, and d is read all along)
+                    f = flow_lookup(c, &k, now, &dl, &created)
+                    d = dl
                 else:
                     created = False
                 if not created:
@@ -612,7 +618,7 @@ cdef void _flows_loop(_fl_mode_t* mode, const uint8_t* base, const rec_t* r, Py_
                     # (RFC 9293 s3.5: a new incarnation of the connection)
                     tf = p.tcp_flags          # 0 unless TCP (decode.pxi)
                     age = <int32_t>(now - f.last)
-                    expired = age > t.timeout_min and _flow_expired(t, f, now)
+                    expired = age > tmin and _flow_expired(t, f, now)
                     if expired or ((tf & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN
                                    and _flow_class(f) == FT_TCP_CLOSED):
                         _flow_flush_pending(c, f)
@@ -682,8 +688,9 @@ cdef void _flows_loop(_fl_mode_t* mode, const uint8_t* base, const rec_t* r, Py_
             if nbytes > 0xFFFFFFFFU:
                 # cannot hold it (a multi-GiB TSO frame): give up on this flow now
                 f.state |= FL_GAVEUP
-                _flow_emit(c, f, 0, f.ftag[0], 0, &s if d == 0 else NULL, False)
-                _flow_emit(c, f, 1, f.ftag[1], 0, &s if d == 1 else NULL, False)
+                sx = s
+                _flow_emit(c, f, 0, f.ftag[0], 0, &sx if d == 0 else NULL, False)
+                _flow_emit(c, f, 1, f.ftag[1], 0, &sx if d == 1 else NULL, False)
                 agg_add(a, s.watch, s.direction, sni if sni != 0 else s.peer, tag, 1, wl, 0)
                 if ann != NULL:
                     _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, t.ids[f - t.slots])
@@ -701,14 +708,16 @@ cdef void _flows_loop(_fl_mode_t* mode, const uint8_t* base, const rec_t* r, Py_
                     _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, t.ids[f - t.slots])
                     ann.verdict_fid[i] = t.ids[f - t.slots]
                     ann.verdict_sni[i] = sni
-                _flow_settle(c, f, d, &s, tag, sni, True)
+                sx = s
+                _flow_settle(c, f, d, &sx, tag, sni, True)
             elif ((f.seen[0] + <uint32_t>f.seen[1] >= ipk2)
                   or ((f.seen[d] >= ipk or nbytes >= ibytes)
                       and (f.seen[d ^ 1] >= ipk or f.pbytes[d ^ 1] >= ibytes))):
                 # (this packet's direction first: only its budget changed with it)
                 if ann != NULL:
                     ann.pending[i] = 0
-                _flow_settle(c, f, d, &s, 0, 0, False)
+                sx = s
+                _flow_settle(c, f, d, &sx, 0, 0, False)
         b0 = nb0
         cur = nxt
     # the latest packet time, for the expiry sweep
