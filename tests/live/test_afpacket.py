@@ -183,7 +183,13 @@ def test_block_returned_when_processing_fails(veth, tmp_path):
                 raise RuntimeError("classifier failed")
 
     sink = Failing()
-    with AfPacketRing(veth.host, block_count=2, block_timeout_ms=5) as ring:
+    # 8 blocks, not 2: with two, a busy machine that kept the reader off the CPU
+    # for more than two 5 ms block timeouts left the kernel nowhere to put a frame
+    # (391 of 400 once, in a clean-copy run with other work on the machine).  The
+    # test keeps its power: 400 frames at 4,000/s retire ~20 blocks, so the kernel
+    # comes round the ring at least twice, and a block never handed back would
+    # stop it there (TPACKET_V3 fills blocks in ring order) and drop what follows.
+    with AfPacketRing(veth.host, block_count=8, block_timeout_ms=5) as ring:
         sender = veth.replay_async(path, pps=4000)
         errors = []
 
