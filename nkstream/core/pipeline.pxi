@@ -442,22 +442,23 @@ cdef void _count_unkeyed(const fctx_t* c, const rules_t* rules, pkt_t* p,
         _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, 0)
 
 
-cdef void _flow_settle(const fctx_t* c, flow_t* f, int d, const sides_t* s, uint16_t tag,
+cdef void _flow_settle(const fctx_t* c, flow_t* f, int d, sides_t s, uint16_t tag,
                        uint32_t sni, bint strong) noexcept nogil:
     # (flow loop) Fix flow f's verdict (strong: `tag`, `sni`, from a packet going
-    # direction d with sides *s) and count its pending packets under it, or give up
+    # direction d with sides s) and count its pending packets under it, or give up
     # (not strong: each direction's pending packets under its own per-packet tag).
-    # Out of line: once per flow.
+    # Out of line: once per flow.  (The sides by value: the loop's own stay in
+    # registers, where a pointer to them would keep them in memory.)
     if strong:
         f.tag = tag
         f.sni = sni
         f.state |= FL_STRONG
-        _flow_emit(c, f, 0, tag, sni, s if d == 0 else NULL, False)
-        _flow_emit(c, f, 1, tag, sni, s if d == 1 else NULL, False)
+        _flow_emit(c, f, 0, tag, sni, &s if d == 0 else NULL, False)
+        _flow_emit(c, f, 1, tag, sni, &s if d == 1 else NULL, False)
     else:
         f.state |= FL_GAVEUP
-        _flow_emit(c, f, 0, f.ftag[0], 0, s if d == 0 else NULL, False)
-        _flow_emit(c, f, 1, f.ftag[1], 0, s if d == 1 else NULL, False)
+        _flow_emit(c, f, 0, f.ftag[0], 0, &s if d == 0 else NULL, False)
+        _flow_emit(c, f, 1, f.ftag[1], 0, &s if d == 1 else NULL, False)
 
 
 cdef inline void _ann(fann_t* o, Py_ssize_t i, const sides_t* s, uint32_t peer,
@@ -511,8 +512,6 @@ cdef void _flows_loop(_fl_mode_t* mode, const uint8_t* base, const rec_t* r, Py_
     cdef uint32_t bhas = c.t.has_now
     cdef pkt_t* p
     cdef sides_t s
-    cdef sides_t sx          # s for the calls that take its address (then s itself
-                             # would live in memory, not in registers)
     cdef fkey_t k
     cdef flow_t* f
     cdef fside_t look
@@ -687,10 +686,7 @@ cdef void _flows_loop(_fl_mode_t* mode, const uint8_t* base, const rec_t* r, Py_
             nbytes = <uint64_t>f.pbytes[d] + wl
             if nbytes > 0xFFFFFFFFU:
                 # cannot hold it (a multi-GiB TSO frame): give up on this flow now
-                f.state |= FL_GAVEUP
-                sx = s
-                _flow_emit(c, f, 0, f.ftag[0], 0, &sx if d == 0 else NULL, False)
-                _flow_emit(c, f, 1, f.ftag[1], 0, &sx if d == 1 else NULL, False)
+                _flow_settle(c, f, d, s, 0, 0, False)
                 agg_add(a, s.watch, s.direction, sni if sni != 0 else s.peer, tag, 1, wl, 0)
                 if ann != NULL:
                     _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, t.ids[f - t.slots])
@@ -708,16 +704,14 @@ cdef void _flows_loop(_fl_mode_t* mode, const uint8_t* base, const rec_t* r, Py_
                     _ann(ann, i, &s, sni if sni != 0 else s.peer, tag, 0, t.ids[f - t.slots])
                     ann.verdict_fid[i] = t.ids[f - t.slots]
                     ann.verdict_sni[i] = sni
-                sx = s
-                _flow_settle(c, f, d, &sx, tag, sni, True)
+                _flow_settle(c, f, d, s, tag, sni, True)
             elif ((f.seen[0] + <uint32_t>f.seen[1] >= ipk2)
                   or ((f.seen[d] >= ipk or nbytes >= ibytes)
                       and (f.seen[d ^ 1] >= ipk or f.pbytes[d ^ 1] >= ibytes))):
                 # (this packet's direction first: only its budget changed with it)
                 if ann != NULL:
                     ann.pending[i] = 0
-                sx = s
-                _flow_settle(c, f, d, &sx, 0, 0, False)
+                _flow_settle(c, f, d, s, 0, 0, False)
         b0 = nb0
         cur = nxt
     # the latest packet time, for the expiry sweep
